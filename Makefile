@@ -1,0 +1,31 @@
+# manage: the two commands of the README are `make sync` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: sync test servers bench docs clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,postgresql,doc]'
+	touch $@
+
+## sync: install into .venv and upgrade the default SQLite database
+sync: $(STAMP)
+	$(BIN)/manage db sync
+
+## servers: install MariaDB and PostgreSQL for the tests (apt, as root)
+servers:
+	bash tools/install-db-servers.sh
+
+## test: the whole suite against SQLite, MariaDB and PostgreSQL
+test: $(STAMP) servers
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+docs: $(STAMP)
+	$(BIN)/sphinx-build -q -W -b html doc doc/_build/html
+
+clean:
+	rm -rf $(VENV) doc/_build manage.sqlite manage.sqlite.manage-lock

@@ -1,0 +1,23 @@
+"""Release 2: rename users.name to display_name; add users.email_domain.
+
+Revision ID: r2_expand01
+"""
+import sqlalchemy as sa
+from alembic import op
+
+from data_migrations import users_display_name, users_email_domain
+from manage.ops import sync_columns
+
+revision = "r2_expand01"
+down_revision = "r1_expand01"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("users", sa.Column("display_name", sa.String(255),
+                                     nullable=True))
+    op.add_column("users", sa.Column("email_domain", sa.String(255),
+                                     nullable=True))
+    sync_columns(users_display_name.SYNC)
+    sync_columns(users_email_domain.SYNC)

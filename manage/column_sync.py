@@ -1,0 +1,131 @@
+"""The declaration that old and new columns stay in sync, independent of SQL.
+
+A :class:`ColumnSync` names a table, its old columns, its new columns, the
+expressions that compute each new column from the old side and each old
+column from the new side, and which direction decides whether the two sides
+agree.  The per-dialect modules in :mod:`manage.dialects` turn it into
+triggers.
+
+Expressions are SQL text in which column references are written in braces,
+``"CASE WHEN {is_public} THEN 'public' ELSE 'private' END"``; each dialect
+renders a reference as it needs it (``NEW.col`` in a row trigger, a plain
+column name in an UPDATE).  Literal braces are doubled.  An expression may be
+a mapping of dialect name to text, with an optional ``"default"`` entry.
+"""
+
+import dataclasses
+import hashlib
+import re
+import string
+from typing import Dict, Tuple, Union
+
+from manage.exceptions import ManageError
+
+Expression = Union[str, Dict[str, str]]
+
+CHECK_DIRECTIONS = ("new_to_old", "old_to_new")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# MySQL and PostgreSQL limit identifiers to 64 and 63 characters.
+MAX_NAME = 48
+
+
+class ColumnSyncError(ManageError):
+    """A column sync declaration is inconsistent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnSync:
+    table: str
+    old: Tuple[str, ...]
+    new: Tuple[str, ...]
+    old_to_new: Tuple[Tuple[str, Expression], ...]
+    new_to_old: Tuple[Tuple[str, Expression], ...]
+    check: str = "new_to_old"
+
+    @property
+    def name(self):
+        """A stable, short identifier used to name the triggers."""
+        return sync_name(self.table, self.old, self.new)
+
+    def columns(self):
+        return self.old + self.new
+
+    def expression(self, direction, column, dialect, render_column):
+        """Render the expression computing ``column`` for ``dialect``."""
+        mapping = dict(self.old_to_new if direction == "old_to_new"
+                       else self.new_to_old)
+        return render(mapping[column], dialect, render_column)
+
+
+def sync_name(table, old, new):
+    """The identifier of the sync between these columns of a table."""
+    base = "msync_%s_%s_%s" % (table, "_".join(old), "_".join(new))
+    if len(base) <= MAX_NAME:
+        return base
+    digest = hashlib.sha1(base.encode()).hexdigest()[:8]
+    return base[:MAX_NAME - 9] + "_" + digest
+
+
+def declare(table, old, new, old_to_new=None, new_to_old=None,
+            check="new_to_old"):
+    """Build and validate a ColumnSync from the helper's arguments."""
+    old_cols = _as_columns(old, "old")
+    new_cols = _as_columns(new, "new")
+    for name in (table,) + old_cols + new_cols:
+        if not _IDENTIFIER.match(name):
+            raise ColumnSyncError("not a plain SQL identifier: %r" % name)
+    if set(old_cols) & set(new_cols):
+        raise ColumnSyncError("a column cannot be both old and new")
+    if check not in CHECK_DIRECTIONS:
+        raise ColumnSyncError("check must be one of %s" % (CHECK_DIRECTIONS,))
+    forward = _per_column(old_to_new, new_cols, old_cols, "old_to_new")
+    backward = _per_column(new_to_old, old_cols, new_cols, "new_to_old")
+    return ColumnSync(table, old_cols, new_cols, forward, backward, check)
+
+
+def _as_columns(value, what):
+    cols = (value,) if isinstance(value, str) else tuple(value)
+    if not cols:
+        raise ColumnSyncError("at least one %s column is needed" % what)
+    return cols
+
+
+def _per_column(expressions, targets, sources, what):
+    """Normalise to ((target column, expression), ...)."""
+    if expressions is None:
+        if len(targets) != 1 or len(sources) != 1:
+            raise ColumnSyncError(
+                "%s is required when syncing more than one column" % what)
+        return ((targets[0], "{%s}" % sources[0]),)
+    if len(targets) == 1 and (isinstance(expressions, str) or
+                              not set(expressions) & set(targets)):
+        # One target: the expression itself (text or per-dialect mapping).
+        expressions = {targets[0]: expressions}
+    missing = set(targets) - set(expressions)
+    extra = set(expressions) - set(targets)
+    if missing or extra:
+        raise ColumnSyncError("%s must give one expression per column %s"
+                              % (what, sorted(targets)))
+    return tuple((t, expressions[t]) for t in targets)
+
+
+def render(expression, dialect, render_column):
+    """Substitute ``{column}`` references in the dialect's text."""
+    if isinstance(expression, dict):
+        if dialect in expression:
+            expression = expression[dialect]
+        elif "default" in expression:
+            expression = expression["default"]
+        else:
+            raise ColumnSyncError("no expression given for dialect %s"
+                                  % dialect)
+    out = []
+    for literal, field, spec, conv in string.Formatter().parse(expression):
+        out.append(literal)
+        if field is None:
+            continue
+        if not _IDENTIFIER.match(field) or spec or conv:
+            raise ColumnSyncError("bad column reference {%s} in %r"
+                                  % (field, expression))
+        out.append(render_column(field))
+    return "".join(out)

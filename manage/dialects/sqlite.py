@@ -1,0 +1,136 @@
+"""SQLite: the embedded default.
+
+Column sync uses AFTER triggers, because SQLite triggers cannot assign to
+``NEW``: the trigger body updates the row it fired for (found by ``rowid``).
+With recursive triggers off (SQLite's default) that update does not fire the
+same trigger again.  A conflicting write is rejected with ``RAISE(ABORT)``,
+which rolls the statement back.
+
+SQLite checks NOT NULL before AFTER triggers run, so during a transition the
+column that one generation of code stops writing must be nullable.
+"""
+
+import contextlib
+import fcntl
+import os
+import time
+
+from sqlalchemy import event
+
+from manage.dialects import base, triggers
+from manage.exceptions import LockHeldError
+
+
+def _quote(name):
+    return '"%s"' % name.replace('"', '""')
+
+
+class SQLiteSupport(base.DialectSupport):
+    name = "sqlite"
+
+    @staticmethod
+    def null_safe_equal(left, right):
+        return "(%s) IS (%s)" % (left, right)
+
+    def configure_engine(self, engine):
+        # pysqlite does not BEGIN before DDL; take over transaction control so
+        # that every revision (DDL and version bookkeeping) is atomic.
+        @event.listens_for(engine, "connect")
+        def _autocommit_driver(dbapi_connection, record):
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection):
+            connection.exec_driver_sql("BEGIN")
+
+    # -- column sync triggers ----------------------------------------------
+    def create_sync_sql(self, sync):
+        t = triggers.TriggerText(sync, self.name, _quote,
+                                  self.null_safe_equal)
+        table = _quote(sync.table)
+        row = "rowid = NEW.rowid"
+        columns = ", ".join(_quote(c) for c in sync.columns())
+        raise_conflict = "SELECT RAISE(ABORT, %s) FROM %s WHERE %s AND " % (
+            triggers.sql_string(t.conflict_message), table, row)
+        insert = (
+            "CREATE TRIGGER {name}_ai AFTER INSERT ON {table} FOR EACH ROW\n"
+            "BEGIN\n"
+            "  {raise_conflict}({old_given}) AND ({new_given}) "
+            "AND NOT ({consistent});\n"
+            "  UPDATE {table} SET {set_new} WHERE {row} "
+            "AND ({old_given}) AND NOT ({new_given});\n"
+            "  UPDATE {table} SET {set_old} WHERE {row} "
+            "AND NOT ({old_given}) AND ({new_given});\n"
+            "END"
+        )
+        update = (
+            "CREATE TRIGGER {name}_au AFTER UPDATE OF {columns} ON {table} "
+            "FOR EACH ROW\n"
+            "WHEN ({old_changed}) OR ({new_changed})\n"
+            "BEGIN\n"
+            "  {raise_conflict}({old_changed}) AND ({new_changed}) "
+            "AND NOT ({consistent});\n"
+            "  UPDATE {table} SET {set_new} WHERE {row} "
+            "AND ({old_changed}) AND NOT ({new_changed}) "
+            "AND NOT ({consistent});\n"
+            "  UPDATE {table} SET {set_old} WHERE {row} "
+            "AND NOT ({old_changed}) AND ({new_changed}) "
+            "AND NOT ({consistent});\n"
+            "END"
+        )
+        plain = _quote  # inside the UPDATE, columns are the stored row's
+        values = dict(
+            name=sync.name, table=table, row=row, columns=columns,
+            raise_conflict=raise_conflict,
+            old_given=t.any_given(sync.old, "NEW."),
+            new_given=t.any_given(sync.new, "NEW."),
+            old_changed=t.any_changed(sync.old),
+            new_changed=t.any_changed(sync.new),
+            consistent=t.consistent(plain),
+            set_new=t.assignments("old_to_new", plain, plain),
+            set_old=t.assignments("new_to_old", plain, plain),
+        )
+        return [insert.format(**values), update.format(**values)]
+
+    def drop_sync_sql(self, table, name):
+        return ["DROP TRIGGER IF EXISTS %s_%s" % (name, suffix)
+                for suffix in ("ai", "au")]
+
+    def list_sync_triggers(self, connection):
+        rows = connection.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+            "AND name LIKE 'msync\\_%' ESCAPE '\\' ORDER BY name")
+        return [r[0] for r in rows]
+
+    # -- one run at a time -------------------------------------------------
+    @contextlib.contextmanager
+    def run_lock(self, engine, timeout, owner):
+        """An exclusive lock on a file beside the database file."""
+        path = engine.url.database
+        if not path or path == ":memory:" or path.startswith("file:"):
+            yield
+            return
+        lock_path = os.path.abspath(path) + ".manage-lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        holder = os.pread(fd, 512, 0).decode(
+                            "utf-8", "replace").strip()
+                        raise LockHeldError(base.lock_held_message(
+                            holder, timeout)) from None
+                    time.sleep(0.05)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, owner.encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)

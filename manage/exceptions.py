@@ -1,0 +1,65 @@
+"""The one exception family of manage.
+
+Every error the library raises on purpose is a :class:`ManageError`.  The CLI
+catches this family in one place and turns it into one line on stderr and the
+exit code the class carries.  Messages never contain a password: they are
+built from redacted URLs, and the CLI redacts its output once more.
+"""
+
+
+class ManageError(Exception):
+    """Base class: a failure the operator can act on."""
+
+    exit_code = 1
+
+
+class ConfigError(ManageError):
+    """The configuration (file, option or connection URL) is not usable."""
+
+
+class RepositoryError(ManageError):
+    """The migration repository is missing or inconsistent."""
+
+
+class DatabaseError(ManageError):
+    """The database could not be reached or answered with an error."""
+
+
+class UnknownRevisionError(ManageError):
+    """The database records a revision this code does not know."""
+
+
+class ForeignDatabaseError(ManageError):
+    """The database holds tables but no version that manage recorded."""
+
+
+class OutOfOrderError(ManageError):
+    """A phase was asked for before the phase it depends on completed."""
+
+
+class PluginError(ManageError):
+    """A data-migration plugin failed to load or is misdeclared."""
+
+
+class DataMigrationError(ManageError):
+    """One or more data migrations failed while running."""
+
+    def __init__(self, message, failures=()):
+        super().__init__(message)
+        self.failures = list(failures)
+
+
+class LockHeldError(ManageError):
+    """Another run holds the run lock of this database."""
+
+
+class LockTimeoutError(ManageError):
+    """A schema change could not get its table lock within the bound."""
+
+
+class PrivilegeError(ManageError):
+    """The database user lacks a privilege the step needs."""
+
+
+class UnsupportedDialectError(ManageError):
+    """No per-dialect support is registered for this database."""

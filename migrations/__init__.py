@@ -1,0 +1,1 @@
+"""The bundled migration repository's Alembic environment."""
