@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import os
 import socket
+import time
 from typing import List, Optional
 
 import sqlalchemy as sa
@@ -19,8 +20,10 @@ from manage import database, dialects, run_context, version_table as vt
 from manage.config import Settings
 from manage.datamigration import loader
 from manage.datamigration.runner import MigrateResult, Runner
+from manage.dialects.base import RETRY_OPTION, table_of
 from manage.exceptions import (DataMigrationError, ForeignDatabaseError,
-                               OutOfOrderError, UnknownRevisionError)
+                               LockTimeoutError, OutOfOrderError,
+                               PrivilegeError, UnknownRevisionError)
 from manage.repository import CONTRACT, EXPAND, Repository
 from manage.status import BranchState, CompositeVersion, DataMigrationState
 
@@ -95,7 +98,9 @@ class Manager:
     # -- phases, under the run lock ----------------------------------------
     def _expand(self, online):
         with self._connect("inspecting the database") as conn:
-            self._inspect(conn)
+            composite = self._inspect(conn)
+            if online:
+                self._check_trigger_privileges(conn, composite.expand.pending)
         return self._upgrade(EXPAND, online)
 
     def _migrate(self, max_count):
@@ -136,7 +141,16 @@ class Manager:
                 "`manage db migrate` first" % (len(pending), ", ".join(
                     "%s: %s" % (d.name, d.state) for d in pending)))
         self._verify_nothing_left(composite)
+        with self._connect("inspecting the database") as conn:
+            if self.support.list_sync_triggers(conn):
+                self._check_trigger_privileges(conn,
+                                               composite.contract.pending)
         return self._upgrade(CONTRACT, online)
+
+    def _check_trigger_privileges(self, conn, revisions):
+        """Refuse before any change if the triggers could not be managed."""
+        if any(self.repository.manages_triggers(r) for r in revisions):
+            self.support.check_trigger_privileges(conn)
 
     def _verify_nothing_left(self, composite):
         """Count again, do not trust: a migration marked done may have work
@@ -163,24 +177,59 @@ class Manager:
                 "after migrate ran; run `manage db migrate` first" % ", ".join("%s: %d" % item for item in left))
 
     def _upgrade(self, branch, online):
+        """Upgrade a branch to its head, with bounded, retried lock waits."""
         applied = []
 
         def record(ctx, step, heads, run_args):
             applied.append(step.up_revision_id)
 
-        support = dialects.get(self.url.get_backend_name())
         context = run_context.RunContext(online=online,
                                          on_version_apply=[record])
+        settings = self.settings
+        attempts = 0
+        while True:
+            try:
+                self._upgrade_once(branch, context)
+                break
+            except sa_exc.DBAPIError as exc:
+                if self.support.is_privilege_error(exc):
+                    raise PrivilegeError(self.support.privilege_message(
+                        None)) from exc
+                if not self.support.is_lock_timeout(exc):
+                    raise
+                retry_here = self.support.retry_scope == "transaction"
+                if not retry_here or attempts >= settings.lock_retries:
+                    raise self._lock_timeout(exc, branch, attempts) from exc
+                time.sleep(settings.lock_retry_backoff * (2 ** attempts))
+                attempts += 1
+        return PhaseResult(branch, applied, self.repository.head(branch))
+
+    def _upgrade_once(self, branch, context):
         with self._connect("upgrading the %s branch" % branch) as conn:
             with conn.begin():
                 vt.ensure(conn)
-            support.prepare_ddl_session(conn, self.settings.lock_wait_timeout)
+            self.support.prepare_ddl_session(
+                conn, self.settings.lock_wait_timeout)
+            if self.support.retry_scope == "statement":
+                conn = conn.execution_options(**{RETRY_OPTION: (
+                    self.settings.lock_retries,
+                    self.settings.lock_retry_backoff)})
             cfg = self.repository.alembic_config({
                 "connection": conn, run_context.ATTR: context})
             command.upgrade(cfg, "%s@head" % branch)
             if conn.in_transaction():
                 conn.commit()
-        return PhaseResult(branch, applied, self.repository.head(branch))
+
+    def _lock_timeout(self, exc, branch, retries):
+        table = table_of(getattr(exc, "statement", "")) or "a table"
+        return LockTimeoutError(
+            "gave up on the %s branch: table %s stayed locked by another "
+            "session for longer than %gs, %d time(s) (lock_wait_timeout, "
+            "lock_retries). The revision was not applied; a long-running "
+            "transaction in the application probably holds the table. Let it "
+            "finish, then run the command again" % (
+                branch, table, self.settings.lock_wait_timeout,
+                max(retries, self.settings.lock_retries) + 1))
 
     # -- inspection ----------------------------------------------------------
     def _inspect(self, conn, count_remaining=False):
@@ -252,15 +301,45 @@ class Manager:
             with self.engine.connect() as conn:
                 yield conn
 
+    @property
+    def support(self):
+        return dialects.get(self.url.get_backend_name())
+
     @contextlib.contextmanager
     def _run_lock(self):
-        support = dialects.get(self.url.get_backend_name())
+        """One run at a time; the holder is recorded for whoever waits."""
         owner = "host %s, pid %d" % (socket.gethostname(), os.getpid())
         with database.translate_errors(self.settings.connection,
                                        "taking the run lock"):
-            with support.run_lock(self.engine, self.settings.run_lock_timeout,
-                                  owner):
-                yield
+            with self.support.run_lock(self.engine,
+                                       self.settings.run_lock_timeout, owner,
+                                       self._lock_holder):
+                with self._connect("inspecting the database") as conn:
+                    self._inspect(conn)  # refuse before writing anything
+                self._record_lock_holder(owner)
+                try:
+                    yield
+                finally:
+                    self._record_lock_holder(None)
+
+    def _record_lock_holder(self, owner):
+        """Note who holds the run lock, where manage's table already is."""
+        with self.engine.connect() as conn:
+            if vt.exists(conn):
+                vt.upsert(conn, vt.LOCK, "run", state=vt.RUNNING if owner
+                          else vt.DONE, detail=owner)
+                conn.commit()
+
+    def _lock_holder(self):
+        try:
+            with self.engine.connect() as conn:
+                if vt.exists(conn):
+                    row = vt.read(conn, vt.LOCK).get("run")
+                    if row and row["state"] == vt.RUNNING:
+                        return row["detail"]
+        except sa_exc.SQLAlchemyError:
+            pass
+        return ""
 
     def _sqlite_file_missing(self):
         if self.url.get_backend_name() != "sqlite":

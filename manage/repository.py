@@ -123,6 +123,17 @@ class Repository:
             return list(chain)
         return chain[chain.index(current) + 1:]
 
+    def manages_triggers(self, revision):
+        """Whether a revision's upgrade() creates or drops sync triggers."""
+        module = self.script.get_revision(revision).module
+        code = getattr(getattr(module, "upgrade", None), "__code__", None)
+        if code is None:
+            return False
+        names = set(code.co_names)
+        texts = " ".join(c for c in code.co_consts if isinstance(c, str))
+        return bool(names & {"sync_columns", "drop_column_sync"}) or \
+            "TRIGGER" in texts.upper()
+
     def contracts_after(self, expand_revision):
         """The contract revisions that depend on an expand revision."""
         out = set()

@@ -8,7 +8,9 @@
 * ``kind = 'data'``: each data migration, with its state (pending, running,
   done, failed), the rows it has moved, the rows it last saw remaining, a
   cursor for resumable batches and the last error;
-* ``kind = 'step'``: room for a journal of started and finished steps.
+* ``kind = 'step'``: room for a journal of started and finished steps;
+* ``kind = 'lock'``: who holds the run lock (host and process), so that a
+  second run can say whom it waited for.
 
 New kinds of record need new rows, not new columns.
 """
@@ -22,6 +24,7 @@ TABLE_NAME = "manage_version"
 BRANCH = "branch"
 DATA = "data"
 STEP = "step"
+LOCK = "lock"
 
 PENDING = "pending"
 RUNNING = "running"

@@ -7,12 +7,21 @@ connection (the run lock, bounded lock waits, privilege checks) takes one.
 
 import abc
 import contextlib
+import re
+import time
+
+from manage.exceptions import LockHeldError  # noqa: F401 (for dialects)
 
 
 class DialectSupport(abc.ABC):
     """What manage needs from one kind of database."""
 
     name = None
+    #: How a DDL statement that timed out waiting for a lock is retried:
+    #: "transaction" (roll the revision back and run it again: databases
+    #: with transactional DDL) or "statement" (run the statement again: it
+    #: had no effect, and earlier statements are committed already).
+    retry_scope = "transaction"
 
     # -- engines and sessions ----------------------------------------------
     def engine_options(self):
@@ -29,6 +38,15 @@ class DialectSupport(abc.ABC):
         """Whether a DBAPI error means a lock wait timed out."""
         return False
 
+    def is_privilege_error(self, exc):
+        """Whether a DBAPI error means the user may not manage triggers."""
+        return False
+
+    @staticmethod
+    def privilege_message(user):
+        return "the database user %s may not create or drop triggers" % (
+            user or "of [database] connection")
+
     # -- column sync triggers ----------------------------------------------
     @staticmethod
     @abc.abstractmethod
@@ -38,6 +56,10 @@ class DialectSupport(abc.ABC):
     @abc.abstractmethod
     def create_sync_sql(self, sync):
         """Statements that create the triggers for a ColumnSync."""
+
+    @abc.abstractmethod
+    def trigger_names(self, name):
+        """Names of the triggers a sync called ``name`` creates."""
 
     @abc.abstractmethod
     def drop_sync_sql(self, table, name):
@@ -53,8 +75,13 @@ class DialectSupport(abc.ABC):
 
     # -- one run at a time -------------------------------------------------
     @contextlib.contextmanager
-    def run_lock(self, engine, timeout, owner):
-        """Hold the database-wide run lock for the block (default: none)."""
+    def run_lock(self, engine, timeout, owner, describe_holder=None):
+        """Hold the database-wide run lock for the block.
+
+        Waits up to ``timeout`` seconds, then raises LockHeldError naming the
+        holder (``describe_holder()`` tells who it is where the lock itself
+        cannot).  ``owner`` describes this run.
+        """
         yield
 
 
@@ -64,3 +91,71 @@ def lock_held_message(holder, timeout):
     return ("another manage run%s holds the run lock of this database; "
             "gave up after waiting %gs. Let it finish, then run the "
             "command again" % (who, timeout))
+
+
+def driver_errno(exc):
+    """The driver's numeric error code of a (wrapped) DBAPI error."""
+    orig = getattr(exc, "orig", exc)
+    args = getattr(orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+_TABLE_PATTERNS = [
+    re.compile(p, re.I | re.S) for p in (
+        r"^\s*(?:ALTER|DROP|TRUNCATE|RENAME)\s+TABLE\s+(?:IF\s+EXISTS\s+)?"
+        r"[`\"]?(\w+)",
+        r"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+.*?\s+ON\s+[`\"]?(\w+)",
+        r"^\s*CREATE\s+TRIGGER\s+.*?\s+ON\s+[`\"]?(\w+)",
+        r"^\s*DROP\s+TRIGGER\s+.*?\s+ON\s+[`\"]?(\w+)",
+        r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+[`\"]?(\w+)",
+    )]
+
+
+def table_of(statement):
+    """The table a DDL or DML statement works on, if it can be told."""
+    for pattern in _TABLE_PATTERNS:
+        match = pattern.search(statement or "")
+        if match:
+            return match.group(1)
+    return None
+
+
+@contextlib.contextmanager
+def autocommit_connection(engine):
+    """A connection outside any transaction, for session-level locks."""
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+RETRY_OPTION = "manage_lock_retry"
+
+
+def install_statement_retry(engine, is_lock_timeout):
+    """Retry single statements that timed out waiting for a lock.
+
+    Active only on connections that carry the execution option
+    ``manage_lock_retry = (retries, backoff seconds)``: the migration
+    connection of a database whose DDL is not transactional.  A statement
+    that timed out had no effect, so running it again is safe.
+    """
+    dialect = engine.dialect
+
+    def retrying(original):
+        def execute(cursor, statement, *args):
+            context = args[-1] if args else None
+            policy = getattr(context, "execution_options", {}).get(
+                RETRY_OPTION) if context is not None else None
+            if not policy:
+                return original(cursor, statement, *args)
+            retries, backoff = policy
+            for attempt in range(retries + 1):
+                try:
+                    return original(cursor, statement, *args)
+                except dialect.loaded_dbapi.Error as exc:
+                    if attempt == retries or not is_lock_timeout(exc):
+                        raise
+                    time.sleep(backoff * (2 ** attempt))
+        return execute
+
+    dialect.do_execute = retrying(dialect.do_execute)
+    dialect.do_execute_no_params = retrying(dialect.do_execute_no_params)

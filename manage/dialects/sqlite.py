@@ -43,6 +43,13 @@ class SQLiteSupport(base.DialectSupport):
         def _begin(connection):
             connection.exec_driver_sql("BEGIN")
 
+    def prepare_ddl_session(self, connection, lock_wait_timeout):
+        connection.exec_driver_sql(
+            "PRAGMA busy_timeout = %d" % int(lock_wait_timeout * 1000))
+
+    def is_lock_timeout(self, exc):
+        return "database is locked" in str(getattr(exc, "orig", exc))
+
     # -- column sync triggers ----------------------------------------------
     def create_sync_sql(self, sync):
         t = triggers.TriggerText(sync, self.name, _quote,
@@ -53,7 +60,7 @@ class SQLiteSupport(base.DialectSupport):
         raise_conflict = "SELECT RAISE(ABORT, %s) FROM %s WHERE %s AND " % (
             triggers.sql_string(t.conflict_message), table, row)
         insert = (
-            "CREATE TRIGGER {name}_ai AFTER INSERT ON {table} FOR EACH ROW\n"
+            "CREATE TRIGGER {insert} AFTER INSERT ON {table} FOR EACH ROW\n"
             "BEGIN\n"
             "  {raise_conflict}({old_given}) AND ({new_given}) "
             "AND NOT ({consistent});\n"
@@ -64,7 +71,7 @@ class SQLiteSupport(base.DialectSupport):
             "END"
         )
         update = (
-            "CREATE TRIGGER {name}_au AFTER UPDATE OF {columns} ON {table} "
+            "CREATE TRIGGER {update} AFTER UPDATE OF {columns} ON {table} "
             "FOR EACH ROW\n"
             "WHEN ({old_changed}) OR ({new_changed})\n"
             "BEGIN\n"
@@ -79,8 +86,10 @@ class SQLiteSupport(base.DialectSupport):
             "END"
         )
         plain = _quote  # inside the UPDATE, columns are the stored row's
+        insert_name, update_name = self.trigger_names(sync.name)
         values = dict(
-            name=sync.name, table=table, row=row, columns=columns,
+            insert=_quote(insert_name), update=_quote(update_name),
+            table=table, row=row, columns=columns,
             raise_conflict=raise_conflict,
             old_given=t.any_given(sync.old, "NEW."),
             new_given=t.any_given(sync.new, "NEW."),
@@ -92,9 +101,12 @@ class SQLiteSupport(base.DialectSupport):
         )
         return [insert.format(**values), update.format(**values)]
 
+    def trigger_names(self, name):
+        return [name + "_ai", name + "_au"]
+
     def drop_sync_sql(self, table, name):
-        return ["DROP TRIGGER IF EXISTS %s_%s" % (name, suffix)
-                for suffix in ("ai", "au")]
+        return ["DROP TRIGGER IF EXISTS %s" % _quote(n)
+                for n in self.trigger_names(name)]
 
     def list_sync_triggers(self, connection):
         rows = connection.exec_driver_sql(
@@ -104,7 +116,7 @@ class SQLiteSupport(base.DialectSupport):
 
     # -- one run at a time -------------------------------------------------
     @contextlib.contextmanager
-    def run_lock(self, engine, timeout, owner):
+    def run_lock(self, engine, timeout, owner, describe_holder=None):
         """An exclusive lock on a file beside the database file."""
         path = engine.url.database
         if not path or path == ":memory:" or path.startswith("file:"):

@@ -1,0 +1,135 @@
+"""PostgreSQL (through psycopg 3).
+
+Column sync uses one plpgsql trigger function per sync and a BEFORE INSERT
+OR UPDATE trigger that calls it; a conflicting write is rejected with RAISE.
+A non-superuser that owns the database can create both.
+
+DDL is transactional: a revision that times out waiting for a lock
+(``lock_timeout``) is rolled back whole, which releases every lock it took,
+and retried after a backoff.  The run lock is a session advisory lock.
+"""
+
+import contextlib
+import hashlib
+import time
+
+from manage.dialects import base, triggers
+
+
+def _quote(name):
+    return '"%s"' % name.replace('"', '""')
+
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+class PostgreSQLSupport(base.DialectSupport):
+    name = "postgresql"
+    retry_scope = "transaction"
+
+    @staticmethod
+    def null_safe_equal(left, right):
+        return "(%s) IS NOT DISTINCT FROM (%s)" % (left, right)
+
+    def prepare_ddl_session(self, connection, lock_wait_timeout):
+        connection.exec_driver_sql(
+            "SET lock_timeout = '%dms'" % int(lock_wait_timeout * 1000))
+        connection.commit()
+
+    def is_lock_timeout(self, exc):
+        orig = getattr(exc, "orig", exc)
+        return getattr(orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
+
+    # -- column sync triggers ----------------------------------------------
+    def trigger_names(self, name):
+        return [name + "_trg"]
+
+    def create_sync_sql(self, sync):
+        t = triggers.TriggerText(sync, self.name, _quote,
+                                 self.null_safe_equal)
+        new_ref = lambda c: "NEW." + _quote(c)  # noqa: E731
+
+        values = dict(
+            raise_="RAISE EXCEPTION USING ERRCODE = '23514', MESSAGE = %s"
+                   % triggers.sql_string(t.conflict_message),
+            old_given=t.any_given(sync.old, "NEW."),
+            new_given=t.any_given(sync.new, "NEW."),
+            old_changed=t.any_changed(sync.old),
+            new_changed=t.any_changed(sync.new),
+            consistent=t.consistent(new_ref),
+            set_new=self._assignments(t, "old_to_new", new_ref),
+            set_old=self._assignments(t, "new_to_old", new_ref),
+        )
+        function = (
+            "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger "
+            "LANGUAGE plpgsql AS $manage$\n"
+            "BEGIN\n"
+            "  IF TG_OP = 'INSERT' THEN\n"
+            "    IF ({old_given}) AND ({new_given}) THEN\n"
+            "      IF NOT ({consistent}) THEN {raise_}; END IF;\n"
+            "    ELSIF {old_given} THEN {set_new}\n"
+            "    ELSIF {new_given} THEN {set_old}\n"
+            "    END IF;\n"
+            "  ELSIF ({old_changed}) AND ({new_changed}) THEN\n"
+            "    IF NOT ({consistent}) THEN {raise_}; END IF;\n"
+            "  ELSIF ({old_changed}) THEN\n"
+            "    IF NOT ({consistent}) THEN {set_new} END IF;\n"
+            "  ELSIF ({new_changed}) THEN\n"
+            "    IF NOT ({consistent}) THEN {set_old} END IF;\n"
+            "  END IF;\n"
+            "  RETURN NEW;\n"
+            "END\n"
+            "$manage$"
+        ).format(fn=_quote(self._function(sync.name)), **values)
+        trigger = (
+            "CREATE TRIGGER %s BEFORE INSERT OR UPDATE ON %s FOR EACH ROW "
+            "EXECUTE FUNCTION %s()" % (
+                _quote(self.trigger_names(sync.name)[0]),
+                _quote(sync.table), _quote(self._function(sync.name))))
+        return [function, trigger]
+
+    @staticmethod
+    def _assignments(t, direction, new_ref):
+        sync = t.sync
+        targets = sync.new if direction == "old_to_new" else sync.old
+        return " ".join(
+            "%s := (%s);" % (new_ref(c), sync.expression(
+                direction, c, "postgresql", new_ref)) for c in targets)
+
+    @staticmethod
+    def _function(name):
+        return name + "_fn"
+
+    def drop_sync_sql(self, table, name):
+        return ["DROP TRIGGER IF EXISTS %s ON %s" % (
+                    _quote(self.trigger_names(name)[0]), _quote(table)),
+                "DROP FUNCTION IF EXISTS %s()" % _quote(self._function(name))]
+
+    def list_sync_triggers(self, connection):
+        rows = connection.exec_driver_sql(
+            "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal "
+            "AND tgname LIKE 'msync\\_%%' "
+            "UNION SELECT proname FROM pg_proc "
+            "WHERE pronamespace = current_schema()::regnamespace "
+            "AND proname LIKE 'msync\\_%%' ORDER BY 1")
+        return [r[0] for r in rows]
+
+    # -- one run at a time -------------------------------------------------
+    @contextlib.contextmanager
+    def run_lock(self, engine, timeout, owner, describe_holder=None):
+        name = "manage.run.%s" % (engine.url.database or "")
+        key = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8],
+                             "big", signed=True)
+        with base.autocommit_connection(engine) as conn:
+            deadline = time.monotonic() + timeout
+            while not conn.exec_driver_sql(
+                    "SELECT pg_try_advisory_lock(%d)" % key).scalar():
+                if time.monotonic() >= deadline:
+                    holder = describe_holder() if describe_holder else ""
+                    raise base.LockHeldError(
+                        base.lock_held_message(holder, timeout))
+                time.sleep(0.1)
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql("SELECT pg_advisory_unlock(%d)" % key)
