@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import re
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -46,17 +47,35 @@ def password_of(connection):
 
 def redact_text(text, connection):
     """Remove the connection's password from text, wherever it appears."""
-    password = password_of(connection) if connection else None
-    if password:
-        text = text.replace(str(password), "***")
+    return redact(text, [password_of(connection) if connection else None])
+
+
+def redact(text, secrets):
+    """Replace each secret where it stands as a token of its own.
+
+    A secret is matched only when no letter or digit touches it, so a short
+    password (say ``p``) is hidden in ``app:p@host`` without garbling every
+    word that contains its letters.
+    """
+    for secret in secrets:
+        if secret:
+            text = re.sub(r"(?<![A-Za-z0-9])%s(?![A-Za-z0-9])"
+                          % re.escape(str(secret)), "***", text)
     return text
+
+
+def validate(connection):
+    """Parse the URL and check what can be checked without connecting."""
+    url = parse_url(connection)
+    if url.get_backend_name() == "sqlite":
+        _check_sqlite_path(url)
+    dialects.get(url.get_backend_name())
+    return url
 
 
 def create_engine(connection, **kwargs):
     """An engine for the connection, with per-dialect session setup."""
-    url = parse_url(connection)
-    if url.get_backend_name() == "sqlite":
-        _check_sqlite_path(url)
+    url = validate(connection)
     support = dialects.get(url.get_backend_name())
     try:
         engine = sa.create_engine(url, **support.engine_options(), **kwargs)
