@@ -47,7 +47,8 @@ migration_opts = [
         "batch_size",
         default=1000,
         min=1,
-        help="Rows a data migration moves per transaction.",
+        help="Rows of a data migration's first batch; later batches "
+        "adapt (see batch_target_seconds).",
     ),
     cfg.FloatOpt(
         "lock_wait_timeout",
@@ -77,6 +78,59 @@ migration_opts = [
         min=0.0,
         help="Seconds a run waits for another run of manage against the "
         "same database to finish before it gives up.",
+    ),
+    cfg.FloatOpt(
+        "batch_target_seconds",
+        default=0.1,
+        min=0.001,
+        help="Duration a data-migration batch aims at: the batch size "
+        "adapts after each batch (starting from batch_size) to take about "
+        "this long, within batch_min_size and batch_max_size. Short "
+        "batches hold row locks briefly.",
+    ),
+    cfg.IntOpt(
+        "batch_min_size",
+        default=100,
+        min=1,
+        help="Smallest batch of the adaptive batch size, in rows.",
+    ),
+    cfg.IntOpt(
+        "batch_max_size",
+        default=20000,
+        min=1,
+        help="Largest batch of the adaptive batch size, in rows.",
+    ),
+    cfg.FloatOpt(
+        "batch_pause",
+        default=0.0,
+        min=0.0,
+        help="Seconds to sleep between two data-migration batches.",
+    ),
+    cfg.IntOpt(
+        "throttle_threads_running",
+        default=25,
+        min=0,
+        help="MySQL/MariaDB: wait before the next batch while more than "
+        "this many threads run statements (Threads_running, not counting "
+        "manage's own). 0 disables the check.",
+    ),
+    cfg.StrOpt(
+        "throttle_query",
+        help="SQL returning one number, checked before each batch (for "
+        "example replica lag in seconds): wait while it is above "
+        "throttle_query_max.",
+    ),
+    cfg.FloatOpt(
+        "throttle_query_max",
+        default=0.0,
+        help="Threshold of throttle_query.",
+    ),
+    cfg.FloatOpt(
+        "throttle_max_wait",
+        default=300.0,
+        min=0.0,
+        help="Seconds migrate waits for the load to drop before it stops "
+        "(exit 1, resumable). 0 waits as long as it takes.",
     ),
 ]
 
@@ -110,6 +164,14 @@ class Settings:
     lock_retries: int = 5
     lock_retry_backoff: float = 1.0
     run_lock_timeout: float = 30.0
+    batch_target_seconds: float = 0.1
+    batch_min_size: int = 100
+    batch_max_size: int = 20000
+    batch_pause: float = 0.0
+    throttle_threads_running: int = 25
+    throttle_query: Optional[str] = None
+    throttle_query_max: float = 0.0
+    throttle_max_wait: float = 300.0
 
     @classmethod
     def from_conf(cls, conf):
@@ -125,6 +187,14 @@ class Settings:
             lock_retries=m.lock_retries,
             lock_retry_backoff=m.lock_retry_backoff,
             run_lock_timeout=m.run_lock_timeout,
+            batch_target_seconds=m.batch_target_seconds,
+            batch_min_size=m.batch_min_size,
+            batch_max_size=m.batch_max_size,
+            batch_pause=m.batch_pause,
+            throttle_threads_running=m.throttle_threads_running,
+            throttle_query=m.throttle_query,
+            throttle_query_max=m.throttle_query_max,
+            throttle_max_wait=m.throttle_max_wait,
         )
 
 

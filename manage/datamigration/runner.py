@@ -1,20 +1,66 @@
 """Running data migrations in short transactions, recording their progress.
 
-Each batch runs in its own transaction together with the update of the
-migration's row in the composite version table, so the recorded count always
-matches what was committed.  A failing migration is recorded as failed and
-the others still run.
+For each migration the runner counts the pending rows, then runs batches
+until the pass is done, and counts again (a new pass starts if rows are
+left, for example rows that old code wrote above the high-water mark).
+
+* Each batch runs in its own transaction together with the update of the
+  migration's row in the composite version table (rows moved, estimate of
+  rows remaining, the cursor), so what is recorded always matches what was
+  committed and a killed run resumes from the last committed batch.
+* The batch size adapts toward a target batch duration, within bounds
+  (:class:`BatchSizer`); the runner pauses between batches and waits while
+  a load check is over its threshold (:mod:`manage.datamigration.throttle`).
+* A budget (``max_count``) bounds the rows moved in one run.
+* A failing migration is recorded as failed (its cursor kept) and the
+  others still run.  Deadlocks and lock wait timeouts are retried.
+* Everything the operator should see goes to an observer
+  (:mod:`manage.datamigration.progress`); nothing is printed here.
 """
 
 import dataclasses
-import logging
+import json
+import time
 from typing import List, Optional
 
 from sqlalchemy import exc as sa_exc
 
-from manage import database, version_table as vt
+from manage import database, journal, version_table as vt
+from manage.datamigration.progress import BatchEvent, Observer
+from manage.datamigration.throttle import QueryCheck, Throttle, ThreadsRunning
+from manage.exceptions import ConfigError
 
-LOG = logging.getLogger(__name__)
+#: Driver error codes meaning "try the transaction again".
+TRANSIENT_MYSQL = (1205, 1213)  # lock wait timeout, deadlock
+TRANSIENT_PG = ("40001", "40P01", "55P03")
+
+
+#: Attempts of a batch that hit a deadlock or a lock wait timeout.
+RETRIES = 5
+
+
+class BatchSizer:
+    """Steers the batch size toward the target duration, within bounds.
+
+    Starts at ``batch_size``; after each full batch the size becomes
+    ``rows * batch_target_seconds / seconds``, at most doubled or halved at
+    once, and clamped to ``[batch_min_size, batch_max_size]``.
+    """
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.size = self._clamp(settings.batch_size)
+
+    def _clamp(self, size):
+        s = self.settings
+        return max(s.batch_min_size, min(s.batch_max_size, int(size)))
+
+    def record(self, rows, seconds):
+        if rows <= 0:
+            return
+        ideal = (rows * self.settings.batch_target_seconds / seconds
+                 if seconds > 0 else 2 * rows)
+        self.size = self._clamp(min(max(ideal, rows / 2), rows * 2))
 
 
 @dataclasses.dataclass
@@ -43,78 +89,200 @@ class MigrateResult:
         return any(o.state != vt.DONE for o in self.outcomes)
 
 
+class _Stop(Exception):
+    """Ends a migration early: as pending (``go_on``: budget spent or
+    throttled; the cursor stays) or as failed."""
+
+    def __init__(self, detail, go_on=False):
+        super().__init__(detail)
+        self.detail = detail
+        self.go_on = go_on
+
+
 class Runner:
-    def __init__(self, engine, plugins, batch_size, connection_url):
+    """Runs ``plugins`` paced and throttled as ``settings`` (a
+    :class:`manage.config.Settings`) say; ``load_checks`` add to the
+    configured throttle checks, ``throttle`` replaces them."""
+
+    def __init__(self, engine, plugins, settings, observer=None,
+                 load_checks=(), throttle=None, clock=time.monotonic,
+                 sleep=time.sleep):
+        s = settings
+        if s.batch_min_size > s.batch_max_size:
+            raise ConfigError("[migration] batch_min_size (%d) is larger "
+                              "than batch_max_size (%d)"
+                              % (s.batch_min_size, s.batch_max_size))
+        if throttle is None:
+            checks = list(load_checks)
+            if s.throttle_threads_running:
+                checks.append(ThreadsRunning(s.throttle_threads_running))
+            if s.throttle_query:
+                checks.append(QueryCheck(s.throttle_query,
+                                         s.throttle_query_max))
+            throttle = Throttle(checks, max_wait=s.throttle_max_wait)
         self.engine = engine
         self.plugins = plugins
-        self.batch_size = batch_size
-        self.url = connection_url
+        self.settings = settings
+        self.url = settings.connection
+        self.observer = observer or Observer()
+        self.throttle = throttle.for_dialect(engine.dialect.name)
+        self.clock = clock
+        self.sleep = sleep
 
     def run(self, max_count=None):
         with self.engine.begin() as conn:
             vt.ensure(conn)
             recorded = vt.read(conn, vt.DATA)
-        budget = max_count
-        outcomes = []
+        self.budget = max_count
+        outcomes, stopped = [], None
         for plugin in self.plugins:
-            row = recorded.get(plugin.name)
-            if row is not None and row["state"] == vt.DONE:
-                outcomes.append(MigrationOutcome(plugin.name, vt.DONE, 0, 0))
-                continue
-            if budget is not None and budget <= 0:
-                outcomes.append(MigrationOutcome(
-                    plugin.name, row["state"] if row else vt.PENDING))
-                continue
-            outcome = self._run_one(plugin, budget)
+            row = recorded.get(plugin.name) or {}
+            if row.get("state") == vt.DONE:
+                outcome = MigrationOutcome(plugin.name, vt.DONE, 0, 0)
+            elif stopped or self.budget == 0:
+                outcome = MigrationOutcome(
+                    plugin.name, row.get("state", vt.PENDING), 0,
+                    row.get("rows_remaining"), stopped)
+            else:
+                outcome = self._run_one(plugin, row.get("cursor"))
+                if outcome.state == vt.PENDING and outcome.error:
+                    stopped = outcome.error  # throttled: the others wait too
             outcomes.append(outcome)
-            if budget is not None:
-                budget -= outcome.rows_moved
         return MigrateResult(outcomes)
 
-    def _run_one(self, plugin, budget):
-        name = plugin.name
-        with self.engine.begin() as conn:
-            vt.upsert(conn, vt.DATA, name, state=vt.RUNNING, detail=None)
-        moved_total = 0
+    # -- one migration -----------------------------------------------------
+    def _run_one(self, plugin, saved_cursor):
+        cursor = json.loads(saved_cursor) if saved_cursor else None
+        self.moved = 0  # by this migration in this run
         try:
-            while budget is None or moved_total < budget:
-                limit = self.batch_size if budget is None else min(
-                    self.batch_size, budget - moved_total)
-                with self.engine.begin() as conn:
-                    moved = int(plugin.migrate(conn, limit) or 0)
-                    if moved < 0 or moved > limit:
-                        raise ValueError("migrate() reported %d rows for a "
-                                         "limit of %d" % (moved, limit))
-                    vt.add_rows(conn, name, moved)
-                moved_total += moved
-                if moved == 0:
-                    break
-            with self.engine.connect() as conn:
-                remaining = int(plugin.pending(conn) or 0)
-        except Exception as exc:  # a plugin's failure must not stop others
-            message = self._describe(exc)
-            LOG.error("data migration %s failed: %s", name, message)
-            LOG.debug("data migration %s failed", name, exc_info=True)
             with self.engine.begin() as conn:
-                vt.upsert(conn, vt.DATA, name, state=vt.FAILED,
-                          detail=message)
-            return MigrationOutcome(name, vt.FAILED, moved_total, None,
-                                    message)
-        if remaining == 0:
-            state, detail = vt.DONE, None
-        elif budget is not None and moved_total >= budget:
-            state, detail = vt.PENDING, None
-        else:
-            state = vt.FAILED
-            detail = ("made no progress: migrate() moved no rows while "
-                      "pending() reports %d" % remaining)
+                vt.upsert(conn, vt.DATA, plugin.name, state=vt.RUNNING,
+                          detail=None)
+            remaining = self._count(plugin)
+            self.observer.started(plugin.name, remaining)
+            idle_passes = 0
+            while remaining:
+                pass_moved = self._pass(plugin, cursor, remaining)
+                cursor = None
+                remaining = self._count(plugin)
+                idle_passes = 0 if pass_moved else idle_passes + 1
+                if remaining and idle_passes >= 2:
+                    raise _Stop("made no progress: a pass over the table "
+                                "moved no rows while %d are pending"
+                                % remaining)
+        except _Stop as stop:
+            state = vt.PENDING if stop.go_on else vt.FAILED
+            remaining = self._count(plugin) if stop.go_on else None
+            return self._finish(plugin, state, remaining, stop.detail)
+        except Exception as exc:  # a plugin's failure must not stop others
+            return self._finish(plugin, vt.FAILED, None, self._describe(exc))
+        return self._finish(plugin, vt.DONE, 0, None, cursor=None)
+
+    def _pass(self, plugin, cursor, remaining):
+        """Batches until the pass is done; returns the rows moved."""
+        sizer = BatchSizer(self.settings)
+
+        def begin(conn):
+            started = plugin.begin(conn, cursor)
+            vt.upsert(conn, vt.DATA, plugin.name, cursor=_dump(started))
+            return started
+        cursor = self.transaction(begin)
+        moved = 0
+        while True:
+            if self.budget is not None and self.budget <= 0:
+                raise _Stop(None, go_on=True)
+            self._wait_for_load(plugin.name)
+            limit = sizer.size if self.budget is None else min(
+                sizer.size, self.budget)
+            start = self.clock()
+            batch = self._batch(plugin, limit, cursor,
+                                max(remaining - moved, 0))
+            seconds = self.clock() - start
+            moved += batch.moved
+            self.moved += batch.moved
+            if self.budget is not None:
+                self.budget -= batch.moved
+            if batch.scanned >= limit:
+                sizer.record(batch.scanned, seconds)
+            self.observer.batch(BatchEvent(
+                plugin.name, limit, batch.scanned, batch.moved, seconds,
+                self.moved, max(remaining - moved, 0)))
+            if batch.done:
+                return moved
+            cursor = batch.cursor
+            if self.settings.batch_pause:
+                self.sleep(self.settings.batch_pause)
+
+    def _batch(self, plugin, limit, cursor, remaining):
+        """One batch and its bookkeeping in one transaction."""
+        def batch(conn):
+            done = plugin.migrate_batch(conn, limit, cursor)
+            if not 0 <= done.moved <= max(limit, done.scanned):
+                raise ValueError("migrate() reported %d rows for a limit "
+                                 "of %d" % (done.moved, limit))
+            vt.add_rows(conn, plugin.name, done.moved,
+                        cursor=_dump(done.cursor),
+                        rows_remaining=max(remaining - done.moved, 0))
+            journal.record_batch(conn, plugin.name, done.moved)
+            return done
+        return self.transaction(batch)
+
+    def transaction(self, work):
+        """``work(connection)`` in one transaction, retried on deadlocks,
+        lock wait timeouts and SQLite's "database is locked" (a read that
+        turns into a write while another connection writes)."""
+        for attempt in range(RETRIES + 1):
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except sa_exc.DBAPIError as exc:
+                if attempt == RETRIES or not _transient(exc):
+                    raise
+                self.sleep(0.05 * 2 ** attempt)
+
+    def _wait_for_load(self, name):
+        waited, reason, ok = self.throttle.wait(self.engine)
+        if reason:
+            self.observer.throttled(name, reason, waited)
+        if not ok:
+            raise _Stop("throttled: %s for %.0fs; run `manage db migrate` "
+                        "again when the load is lower" % (reason, waited),
+                        go_on=True)
+
+    def _count(self, plugin):
+        with self.engine.connect() as conn:
+            return count_pending(plugin, conn)
+
+    def _finish(self, plugin, state, remaining, detail, **values):
         with self.engine.begin() as conn:
-            vt.upsert(conn, vt.DATA, name, state=state,
-                      rows_remaining=remaining, detail=detail)
-        return MigrationOutcome(name, state, moved_total, remaining, detail)
+            vt.upsert(conn, vt.DATA, plugin.name, state=state, detail=detail,
+                      rows_remaining=remaining, **values)
+        outcome = MigrationOutcome(plugin.name, state, self.moved, remaining,
+                                   detail)
+        self.observer.finished(outcome)
+        return outcome
 
     def _describe(self, exc):
         if isinstance(exc, sa_exc.DBAPIError):
             return database.describe_dbapi_error(exc, self.url)
         return database.redact_text("%s: %s" % (type(exc).__name__, exc),
                                     self.url)
+
+
+def count_pending(plugin, connection):
+    """The rows a migration still has to move: a count, not a record."""
+    return int(plugin.pending(connection) or 0)
+
+
+def _dump(cursor):
+    return None if cursor is None else json.dumps(cursor)
+
+
+def _transient(exc):
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "args", (None,))[:1]
+    if code and code[0] in TRANSIENT_MYSQL:
+        return True
+    if getattr(orig, "sqlstate", None) in TRANSIENT_PG:
+        return True
+    return "database is locked" in str(orig)
