@@ -16,10 +16,11 @@ from alembic import command
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import exc as sa_exc
 
-from manage import database, dialects, run_context, version_table as vt
+from manage import (backup, database, ddl_guard, dialects, journal, lint,
+                    run_context, version_table as vt)
 from manage.config import Settings
 from manage.datamigration import loader
-from manage.datamigration.runner import MigrateResult, Runner
+from manage.datamigration.runner import MigrateResult, Runner, count_pending
 from manage.dialects.base import RETRY_OPTION, table_of
 from manage.exceptions import (DataMigrationError, ForeignDatabaseError,
                                LockTimeoutError, OutOfOrderError,
@@ -43,6 +44,7 @@ class SyncResult:
     expand: PhaseResult
     migrate: MigrateResult
     contract: PhaseResult
+    backup: Optional[str] = None
 
 
 class Manager:
@@ -50,7 +52,7 @@ class Manager:
 
     def __init__(self, settings=None, repository=None, plugins=None):
         self.settings = settings or Settings()
-        self.url = database.parse_url(self.settings.connection)
+        self.url = database.validate(self.settings.connection)
         self.repository = repository or Repository(self.settings.repository)
         if plugins is None:
             plugins = loader.load(self.settings.data_migration_namespace,
@@ -74,21 +76,70 @@ class Manager:
         with self._run_lock():
             return self._expand(online=True)
 
-    def migrate(self, max_count=None):
+    def migrate(self, max_count=None, observer=None, load_checks=()):
+        """Run the pending data migrations in batches.
+
+        ``observer`` (a :class:`manage.datamigration.progress.Observer`)
+        hears of every batch; ``load_checks`` add
+        :class:`manage.datamigration.throttle.LoadCheck` objects to the
+        configured ones.
+        """
         with self._run_lock():
-            return self._migrate(max_count)
+            return self._migrate(max_count, observer, load_checks)
 
     def contract(self):
         with self._run_lock():
             return self._contract(online=True)
 
-    def sync(self):
-        """Offline upgrade: expand, migrate, contract without triggers."""
+    def sync(self, backup_dir=None, on_backup=None):
+        """Offline upgrade: expand, migrate, contract without triggers.
+
+        With ``backup_dir``, a backup is taken first and its path handed to
+        ``on_backup(path)`` before anything changes (None: nothing to back
+        up yet, the SQLite file does not exist).
+        """
+        missing = self._sqlite_file_missing()
         with self._run_lock():
+            saved = None
+            if backup_dir is not None:
+                saved = None if missing else self._backup(backup_dir)
+                if on_backup is not None:
+                    on_backup(saved)
             expanded = self._expand(online=False)
             migrated = self._migrate(None)
             contracted = self._contract(online=False)
-            return SyncResult(expanded, migrated, contracted)
+            return SyncResult(expanded, migrated, contracted, saved)
+
+    # -- backups -----------------------------------------------------------
+    def backup(self, directory):
+        """Back up the database into a new owner-only file in ``directory``;
+        returns its path.  Holds the run lock: no upgrade runs meanwhile."""
+        with self._run_lock(upgrade=False):
+            return self._backup(directory)
+
+    def restore(self, path):
+        """Replace the database's content with a backup file."""
+        with self._run_lock(upgrade=False):
+            with database.translate_errors(self.settings.connection,
+                                           "restoring %s" % path):
+                self.support.restore(self.engine, os.path.abspath(path))
+
+    def _backup(self, directory):
+        with database.translate_errors(self.settings.connection,
+                                       "backing up"):
+            path = backup.new_backup_file(
+                directory, self.support.backup_name(self.engine),
+                self.support.backup_suffix)
+            try:
+                self.support.backup(self.engine, path)
+            except BaseException:
+                os.unlink(path)
+                raise
+        return path
+
+    def lint(self, dialect_names=None):
+        """Check the repository's revisions offline (no database)."""
+        return lint.check(self.repository, dialect_names)
 
     def close(self):
         if self._engine is not None:
@@ -103,20 +154,18 @@ class Manager:
                 self._check_trigger_privileges(conn, composite.expand.pending)
         return self._upgrade(EXPAND, online)
 
-    def _migrate(self, max_count):
+    def _migrate(self, max_count, observer=None, load_checks=()):
         with self._connect("inspecting the database") as conn:
             composite = self._inspect(conn)
-        if not composite.expand.at_head:
-            raise OutOfOrderError(
-                "data migrations need the expanded schema: the expand branch "
-                "is at %s, not at its head %s; run `manage db expand` first"
-                % (composite.expand.current or "<base>",
-                   composite.expand.head))
-        runner = Runner(self.engine, self.plugins, self.settings.batch_size,
-                        self.settings.connection)
+        self._require_expanded(composite, "data migrations need the "
+                               "expanded schema")
+        runner = Runner(self.engine, self.plugins, self.settings, observer,
+                        load_checks)
         with database.translate_errors(self.settings.connection,
                                        "recording data migration progress"):
             result = runner.run(max_count)
+            runner.transaction(lambda conn: journal.finish_data_steps(
+                conn, result.outcomes))
         if result.failures:
             raise DataMigrationError(
                 "%d data migration(s) failed: %s" % (
@@ -125,15 +174,19 @@ class Manager:
                         for f in result.failures)), result.failures)
         return result
 
+    @staticmethod
+    def _require_expanded(composite, refusal):
+        if not composite.expand.at_head:
+            raise OutOfOrderError(
+                "%s: the expand branch is at %s, not at its head %s; run "
+                "`manage db expand` first" % (
+                    refusal, composite.expand.current or "<base>",
+                    composite.expand.head))
+
     def _contract(self, online):
         with self._connect("inspecting the database") as conn:
             composite = self._inspect(conn)
-        if not composite.expand.at_head:
-            raise OutOfOrderError(
-                "contract refused: the expand branch is at %s, not at its "
-                "head %s; run `manage db expand` first"
-                % (composite.expand.current or "<base>",
-                   composite.expand.head))
+        self._require_expanded(composite, "contract refused")
         pending = composite.pending_data_migrations
         if pending:
             raise OutOfOrderError(
@@ -156,25 +209,29 @@ class Manager:
         """Count again, do not trust: a migration marked done may have work
         again if old code wrote rows the triggers do not cover."""
         pending_contract = set(composite.contract.pending)
+        # A contract revision the journal shows begun (then interrupted or
+        # failed) was verified before it began; what it dropped is gone.
+        begun = {s.name for s in composite.steps if s.phase == CONTRACT}
         left = []
         with self._connect("verifying the data migrations") as conn:
             for plugin in self.plugins:
                 if plugin.after_revision and not (
                         self.repository.contracts_after(
-                            plugin.after_revision) & pending_contract):
+                            plugin.after_revision) &
+                        (pending_contract - begun)):
                     continue  # its contract ran: nothing of it is left
-                remaining = int(plugin.pending(conn) or 0)
+                remaining = count_pending(plugin, conn)
                 if remaining:
                     left.append((plugin.name, remaining))
-            if left:
+        if left:
+            with self.engine.begin() as conn:  # see _record_lock_holder
                 for name, remaining in left:
                     vt.upsert(conn, vt.DATA, name, state=vt.PENDING,
                               rows_remaining=remaining)
-                conn.commit()
-        if left:
             raise OutOfOrderError(
                 "contract refused: rows still need migrating (%s), written "
-                "after migrate ran; run `manage db migrate` first" % ", ".join("%s: %d" % item for item in left))
+                "after migrate ran; run `manage db migrate` first"
+                % ", ".join("%s: %d" % item for item in left))
 
     def _upgrade(self, branch, online):
         """Upgrade a branch to its head, with bounded, retried lock waits."""
@@ -185,12 +242,17 @@ class Manager:
 
         context = run_context.RunContext(online=online,
                                          on_version_apply=[record])
+        with database.translate_errors(self.settings.connection,
+                                       "upgrading the %s branch" % branch):
+            self._upgrade_with_retries(branch, context)
+        return PhaseResult(branch, applied, self.repository.head(branch))
+
+    def _upgrade_with_retries(self, branch, context):
         settings = self.settings
         attempts = 0
         while True:
             try:
-                self._upgrade_once(branch, context)
-                break
+                return self._upgrade_once(branch, context)
             except sa_exc.DBAPIError as exc:
                 if self.support.is_privilege_error(exc):
                     raise PrivilegeError(self.support.privilege_message(
@@ -202,10 +264,9 @@ class Manager:
                     raise self._lock_timeout(exc, branch, attempts) from exc
                 time.sleep(settings.lock_retry_backoff * (2 ** attempts))
                 attempts += 1
-        return PhaseResult(branch, applied, self.repository.head(branch))
 
     def _upgrade_once(self, branch, context):
-        with self._connect("upgrading the %s branch" % branch) as conn:
+        with self.engine.connect() as conn:
             with conn.begin():
                 vt.ensure(conn)
             self.support.prepare_ddl_session(
@@ -214,11 +275,30 @@ class Manager:
                 conn = conn.execution_options(**{RETRY_OPTION: (
                     self.settings.lock_retries,
                     self.settings.lock_retry_backoff)})
+            steps = journal.RevisionJournal(
+                conn, branch, self._pending(conn, branch),
+                branch if context.online else "sync", self.settings.connection)
+            guard = ddl_guard.RuleChecker(self.repository,
+                                          lambda: steps.current)
             cfg = self.repository.alembic_config({
-                "connection": conn, run_context.ATTR: context})
-            command.upgrade(cfg, "%s@head" % branch)
+                "connection": conn, run_context.ATTR: dataclasses.replace(
+                    context, on_version_apply=context.on_version_apply + [
+                        steps.on_version_apply])})
+            steps.start()
+            try:
+                with ddl_guard.watching(conn, guard):
+                    command.upgrade(cfg, "%s@head" % branch)
+            except BaseException as exc:
+                steps.fail(exc)
+                raise
             if conn.in_transaction():
                 conn.commit()
+
+    def _pending(self, conn, branch):
+        """The revisions of a branch not applied yet, in order."""
+        heads = MigrationContext.configure(conn).get_current_heads()
+        return self.repository.pending(
+            branch, self.repository.positions(heads)[branch])
 
     def _lock_timeout(self, exc, branch, retries):
         table = table_of(getattr(exc, "statement", "")) or "a table"
@@ -240,6 +320,7 @@ class Manager:
         if ALEMBIC_TABLE in tables:
             heads = list(MigrationContext.configure(conn).get_current_heads())
         recorded = vt.read(conn, vt.DATA) if vt.TABLE_NAME in tables else {}
+        steps = vt.read(conn, vt.STEP) if vt.TABLE_NAME in tables else {}
         unknown = [h for h in heads if not self.repository.knows(h)]
         if unknown:
             raise UnknownRevisionError(
@@ -248,15 +329,19 @@ class Manager:
                 "another application. Downgrades are not supported; run the "
                 "release that upgraded it" % ", ".join(sorted(unknown)))
         own = {ALEMBIC_TABLE, vt.TABLE_NAME}
-        if not heads and not recorded and tables - own:
+        # A journal without versions: the first revision was interrupted.
+        if not heads and not recorded and not steps and tables - own:
             raise ForeignDatabaseError(
                 "the database holds tables (%s) but no version recorded by "
                 "manage; it is not a database this tool created. Point "
                 "[database] connection at the right database"
                 % ", ".join(sorted(tables - own)[:5]))
         current = self.repository.positions(heads)
-        return self._composite(current, recorded,
-                               conn if count_remaining else None)
+        composite = self._composite(current, recorded,
+                                    conn if count_remaining else None)
+        composite.steps = journal.open_steps(steps, recorded, current,
+                                             self.repository)
+        return composite
 
     def _composite(self, current, recorded, conn):
         branches = {}
@@ -306,14 +391,21 @@ class Manager:
         return dialects.get(self.url.get_backend_name())
 
     @contextlib.contextmanager
-    def _run_lock(self):
-        """One run at a time; the holder is recorded for whoever waits."""
+    def _run_lock(self, upgrade=True):
+        """One run at a time; the holder is recorded for whoever waits.
+
+        Backups and restores (``upgrade=False``) take the lock only: they
+        neither refuse unknown databases nor write to them.
+        """
         owner = "host %s, pid %d" % (socket.gethostname(), os.getpid())
         with database.translate_errors(self.settings.connection,
                                        "taking the run lock"):
             with self.support.run_lock(self.engine,
                                        self.settings.run_lock_timeout, owner,
                                        self._lock_holder):
+                if not upgrade:
+                    yield
+                    return
                 with self._connect("inspecting the database") as conn:
                     self._inspect(conn)  # refuse before writing anything
                 self._record_lock_holder(owner)
@@ -325,10 +417,17 @@ class Manager:
     def _record_lock_holder(self, owner):
         """Note who holds the run lock, where manage's table already is."""
         with self.engine.connect() as conn:
-            if vt.exists(conn):
-                vt.upsert(conn, vt.LOCK, "run", state=vt.RUNNING if owner
-                          else vt.DONE, detail=owner)
-                conn.commit()
+            present = vt.exists(conn)
+        if present:
+            # A transaction that writes first: on SQLite, one that reads
+            # first fails at once (no busy wait) when it must upgrade its
+            # lock while another connection writes.
+            with self.engine.begin() as conn:
+                if owner:
+                    vt.upsert(conn, vt.LOCK, "run", state=vt.RUNNING,
+                              detail=owner)
+                else:
+                    vt.delete(conn, vt.LOCK, "run")
 
     def _lock_holder(self):
         try:

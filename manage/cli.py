@@ -8,13 +8,17 @@ connection password.
 """
 
 import json
+import os
 import logging
 import sys
+import time
 import traceback
+import urllib.parse
 
 from oslo_config import cfg
 
 from manage import api, config, database
+from manage.datamigration import progress
 from manage.exceptions import ManageError
 from manage.status import Status
 
@@ -44,6 +48,10 @@ def do_version(manager, args, out):
         out.write("  %-28s %-8s %d rows done, %s remaining%s\n" % (
             d.name, d.state, d.rows_done, remaining,
             " (%s)" % d.detail if d.detail else ""))
+    for step in composite.steps:
+        out.write("unfinished: %s %s%s\n" % (
+            step.what, step.condition, ", started %s" % step.started_at
+            if step.started_at else ""))
     out.write("status: %s\n" % composite.next_step)
     return EXIT_OK
 
@@ -68,9 +76,70 @@ def _migrate_report(result, out):
     for o in result.outcomes:
         remaining = "" if o.rows_remaining is None else \
             ", %d remaining" % o.rows_remaining
-        out.write("  %-28s %-8s %d rows moved%s\n" % (
-            o.name, o.state, o.rows_moved, remaining))
+        out.write("  %-28s %-8s %d rows moved%s%s\n" % (
+            o.name, o.state, o.rows_moved, remaining,
+            " (%s)" % o.error if o.error else ""))
     out.write("migrate: %d rows moved\n" % result.rows_moved)
+
+
+class MigrateProgress(progress.Observer):
+    """On a terminal, a progress bar per migration (rows done, rows per
+    second, time left); otherwise one line per ``interval`` seconds."""
+
+    BAR = 24
+
+    def __init__(self, out, interval=10.0, clock=time.monotonic):
+        self.out, self.interval, self.clock = out, interval, clock
+        self.tty = out.isatty()
+        self.tracker, self.shown = None, 0.0
+
+    def started(self, name, rows_remaining):
+        if not rows_remaining:
+            return  # nothing to move: no bar, no line
+        self.tracker = progress.Tracker(name, rows_remaining, self.clock)
+        self.shown = self.clock()
+        if not self.tty:
+            self._write("migrate: %s: %d rows to move\n"
+                        % (name, rows_remaining))
+
+    def batch(self, event):
+        if self.tracker is None:
+            return
+        self.tracker.update(event)
+        now = self.clock()
+        if now - self.shown >= (0.2 if self.tty else self.interval):
+            self.shown = now
+            self._show()
+
+    def throttled(self, name, reason, seconds):
+        self._write("%smigrate: %s: waited %.1fs for the load to drop (%s)"
+                    "\n" % ("\n" if self.tty else "", name, seconds, reason))
+
+    def finished(self, outcome):
+        if self.tracker is not None and self.tracker.name == outcome.name:
+            self._show()
+            if self.tty:
+                self._write("\n")
+        self.tracker = None
+
+    def _show(self):
+        t = self.tracker
+        numbers = "%d rows done, %s remaining, %.0f rows/s, %s left" % (
+            t.rows_done, "?" if t.rows_remaining is None
+            else t.rows_remaining, t.rate,
+            progress.format_seconds(t.seconds_left))
+        if not self.tty:
+            self._write("migrate: %s: %s\n" % (t.name, numbers))
+            return
+        fraction = t.fraction or 0.0
+        filled = int(round(fraction * self.BAR))
+        self._write("\r%-28s [%s%s] %3d%% %s\x1b[K" % (
+            t.name, "#" * filled, "-" * (self.BAR - filled),
+            fraction * 100, numbers))
+
+    def _write(self, text):
+        self.out.write(text)
+        self.out.flush()
 
 
 def do_expand(manager, args, out):
@@ -80,7 +149,11 @@ def do_expand(manager, args, out):
 
 
 def do_migrate(manager, args, out):
-    result = manager.migrate(max_count=args.max_count)
+    """Exit 0 when nothing is left, 1 when work remains (``--max-count``
+    reached, or throttled too long), 2 when a migration failed."""
+    result = manager.migrate(
+        max_count=args.max_count,
+        observer=MigrateProgress(out, args.progress_interval))
     _migrate_report(result, out)
     if result.work_remaining:
         out.write("work remains: run `manage db migrate` again\n")
@@ -95,13 +168,44 @@ def do_contract(manager, args, out):
     return EXIT_OK
 
 
+def _backup_report(path, out):
+    out.write("backup: %s\n" % (
+        "written to %s (restore with `manage db restore %s`)" % (path, path)
+        if path else "none taken, the database does not exist yet"))
+    out.flush()
+
+
 def do_sync(manager, args, out):
-    result = manager.sync()
+    result = manager.sync(backup_dir=args.backup, on_backup=lambda path:
+                          _backup_report(path, out))
     _phase_report(result.expand, out, "expand")
     _migrate_report(result.migrate, out)
     _phase_report(result.contract, out, "contract")
     do_version(manager, _Args(format="text"), out)
     return EXIT_OK
+
+
+def do_backup(manager, args, out):
+    _backup_report(manager.backup(args.directory), out)
+    return EXIT_OK
+
+
+def do_restore(manager, args, out):
+    manager.restore(args.file)
+    out.write("restore: the database now holds the content of %s\n"
+              % args.file)
+    return EXIT_OK
+
+
+def do_lint(manager, args, out):
+    result = manager.lint(args.dialect)
+    for finding in result.findings:
+        out.write("%s\n" % finding)
+    out.write("lint: %s; checked %s\n" % (
+        "ok" if result.ok else "%d problem(s)" % len(result.findings),
+        ", ".join("%d revisions on %s" % (n, d)
+                  for d, n in sorted(result.rendered.items()))))
+    return EXIT_OK if result.ok else EXIT_ERROR
 
 
 class _Args:
@@ -126,11 +230,31 @@ def add_command_parsers(subparsers):
                      "migrations in small batches (online).")
     migrate.add_argument("--max-count", type=_positive_int, default=None,
                          help="Move at most N rows, then stop; exit 1 if "
-                         "work remains.")
+                         "work remains, 0 if none does, 2 if a migration "
+                         "failed.")
+    migrate.add_argument("--progress-interval", type=float, default=10.0,
+                         metavar="SECONDS",
+                         help="When the output is not a terminal, write a "
+                         "progress line every SECONDS (default 10).")
     action("contract", do_contract, "Drop the sync triggers and what the new "
            "code no longer uses, once every node runs it (online).")
-    action("sync", do_sync, "Offline upgrade: expand, migrate and contract "
-           "in one run, without triggers.")
+    sync = action("sync", do_sync, "Offline upgrade: expand, migrate and "
+                  "contract in one run, without triggers.")
+    sync.add_argument("--backup", metavar="DIR", default=None,
+                      help="Back up the database into DIR first.")
+    backup = action("backup", do_backup, "Back up the database into a new "
+                    "file in DIR, readable by its owner only.")
+    backup.add_argument("directory", metavar="DIR")
+    restore = action("restore", do_restore, "Replace the database's content "
+                     "with a backup FILE made by `manage db backup`.")
+    restore.add_argument("file", metavar="FILE")
+    lint = action("lint", do_lint, "Check the migration repository without "
+                  "a database: expand only adds, contract only removes. "
+                  "Exit 1 on a problem.")
+    lint.add_argument("--dialect", action="append", default=None,
+                      choices=("sqlite", "mysql", "postgresql"),
+                      help="Check for this dialect only (repeatable; "
+                      "default: all).")
     version = action("version", do_version, "Show the composite version: "
                      "both branches and the data migrations.")
     version.add_argument("--format", choices=("text", "json"),
@@ -159,9 +283,7 @@ class RedactingStream:
         self.secrets = [s for s in secrets if s]
 
     def write(self, text):
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return self.stream.write(text)
+        return self.stream.write(database.redact(text, self.secrets))
 
     def flush(self):
         self.stream.flush()
@@ -201,6 +323,10 @@ def main(argv=None, stdout=None, stderr=None):
     except cfg.Error as exc:
         _error(raw_err, "configuration: %s" % _first_line(exc))
         return EXIT_ERROR
+    except OSError as exc:  # a config file that is a folder, or unreadable
+        _error(raw_err, "configuration: cannot read %s: %s"
+               % (exc.filename, exc.strerror))
+        return EXIT_ERROR
     finally:
         sys.stderr = real_stderr
     debug = bool(conf.debug)
@@ -209,7 +335,10 @@ def main(argv=None, stdout=None, stderr=None):
     except cfg.Error as exc:
         _error(raw_err, "configuration: %s" % _first_line(exc))
         return EXIT_ERROR
-    secrets = [database.password_of(settings.connection)]
+    password = database.password_of(settings.connection)
+    # as decoded, and as written in the URL (percent-encoded)
+    secrets = [password,
+               password and urllib.parse.quote(password, safe="")]
     out = RedactingStream(raw_out, secrets)
     err = RedactingStream(raw_err, secrets)
     _setup_logging(err, debug)
@@ -225,6 +354,9 @@ def main(argv=None, stdout=None, stderr=None):
     except KeyboardInterrupt:
         _error(err, "interrupted")
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        sys.stdout = open(os.devnull, "w")
+        return EXIT_ERROR
     except Exception as exc:
         if debug:
             err.write(traceback.format_exc())

@@ -44,6 +44,10 @@ class PluginError(ManageError):
 class DataMigrationError(ManageError):
     """One or more data migrations failed while running."""
 
+    #: ``manage db migrate`` exits 2 when a migration failed (the others
+    #: still ran); 1 is kept for "work remains".
+    exit_code = 2
+
     def __init__(self, message, failures=()):
         super().__init__(message)
         self.failures = list(failures)

@@ -50,10 +50,60 @@ class DataMigrationState:
 
 
 @dataclasses.dataclass
+class StepState:
+    """A step the journal shows as interrupted or failed."""
+    phase: str                   # expand | migrate | contract
+    name: str                    # a revision or a data migration
+    state: str                   # started | failed
+    command: Optional[str] = None   # the `manage db` command that ran it
+    host: Optional[str] = None
+    pid: Optional[int] = None
+    alive: Optional[bool] = None    # its process runs: True, gone: False
+    error: Optional[str] = None
+    rows_done: int = 0
+    started_at: Optional[str] = None
+
+    @property
+    def condition(self):
+        if self.state == "failed":
+            return "failed"
+        return {True: "running", False: "interrupted"}.get(
+            self.alive, "interrupted or still running")
+
+    @property
+    def what(self):
+        if self.phase == "migrate":
+            return "data migration %s" % self.name
+        return "%s revision %s" % (self.phase, self.name)
+
+    @property
+    def advice(self):
+        """One line: what happened and what to run next."""
+        rerun = "`manage db %s`" % (self.command or self.phase)
+        who = "pid %s on host %s" % (self.pid, self.host) if self.pid \
+            else "an earlier run"
+        done = ", %d rows moved" % self.rows_done if self.rows_done else ""
+        if self.condition == "failed":
+            return "%s failed: %s; fix the cause, then run %s again" % (
+                self.what, self.error or "unknown error", rerun)
+        if self.condition == "running":
+            return "%s is running (%s%s): wait for it to finish" % (
+                self.what, who, done)
+        if self.condition == "interrupted":
+            return ("%s was interrupted (%s%s): run %s again to resume; it "
+                    "continues from what was applied" % (
+                        self.what, who, done, rerun))
+        return ("%s did not finish (%s%s): if that run is gone, run %s "
+                "again to resume" % (self.what, who, done, rerun))
+
+
+@dataclasses.dataclass
 class CompositeVersion:
     expand: BranchState
     contract: BranchState
     data_migrations: List[DataMigrationState]
+    #: Interrupted or failed steps from the journal (oldest first).
+    steps: List[StepState] = dataclasses.field(default_factory=list)
 
     @property
     def status(self):
@@ -67,6 +117,8 @@ class CompositeVersion:
 
     @property
     def next_step(self):
+        if self.steps:
+            return self.steps[0].advice
         return NEXT_STEP[self.status]
 
     @property
@@ -82,4 +134,6 @@ class CompositeVersion:
                          for b in (self.expand, self.contract)},
             "data_migrations": [dataclasses.asdict(d)
                                 for d in self.data_migrations],
+            "steps": [dict(dataclasses.asdict(s), condition=s.condition,
+                           advice=s.advice) for s in self.steps],
         }

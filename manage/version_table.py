@@ -10,7 +10,8 @@
   cursor for resumable batches and the last error;
 * ``kind = 'step'``: room for a journal of started and finished steps;
 * ``kind = 'lock'``: who holds the run lock (host and process), so that a
-  second run can say whom it waited for.
+  second run can say whom it waited for; present only while a run holds
+  it (or if the holder was killed: the next holder overwrites it).
 
 New kinds of record need new rows, not new columns.
 """
@@ -86,6 +87,11 @@ def upsert(connection, kind, name, **values):
             kind=kind, name=name, **values))
 
 
+def delete(connection, kind, name):
+    connection.execute(version_table.delete().where(
+        (version_table.c.kind == kind) & (version_table.c.name == name)))
+
+
 def set_branch(connection, branch, revision):
     upsert(connection, BRANCH, branch, revision=revision, state=DONE)
 
@@ -97,3 +103,16 @@ def add_rows(connection, name, rows, **values):
         version_table.update()
         .where((version_table.c.kind == DATA) & (version_table.c.name == name))
         .values(rows_done=version_table.c.rows_done + rows, **values))
+
+
+def add_step_rows(connection, name, rows, **values):
+    """Add to the rows a journal step has done; insert its row if missing.
+
+    One statement when the row exists (the usual case: once per batch).
+    """
+    values["updated_at"] = _now()
+    key = (version_table.c.kind == STEP) & (version_table.c.name == name)
+    result = connection.execute(version_table.update().where(key).values(
+        rows_done=version_table.c.rows_done + rows, **values))
+    if result.rowcount == 0:
+        upsert(connection, STEP, name, rows_done=rows, **values)
