@@ -2,10 +2,8 @@
 
 Revision ID: r2_contract01
 """
-from alembic import op
-
 from data_migrations import users_display_name, users_email_domain
-from manage.ops import drop_column_sync
+from manage.ops import drop_column, drop_column_sync
 
 revision = "r2_contract01"
 down_revision = "r1_contract01"
@@ -16,4 +14,4 @@ depends_on = "r2_expand01"
 def upgrade():
     drop_column_sync(users_display_name.SYNC)
     drop_column_sync(users_email_domain.SYNC)
-    op.drop_column("users", "name")
+    drop_column("users", "name")

@@ -2,10 +2,8 @@
 
 Revision ID: r3_contract01
 """
-from alembic import op
-
 from data_migrations import projects_visibility
-from manage.ops import drop_column_sync
+from manage.ops import drop_column, drop_column_sync
 
 revision = "r3_contract01"
 down_revision = "r2_contract01"
@@ -15,4 +13,4 @@ depends_on = "r3_expand01"
 
 def upgrade():
     drop_column_sync(projects_visibility.SYNC)
-    op.drop_column("projects", "is_public")
+    drop_column("projects", "is_public")

@@ -2,10 +2,8 @@
 
 Revision ID: r3_contract02
 """
-from alembic import op
-
-from data_migrations import users_settings
-from manage.ops import drop_column_sync
+from data_migrations import users_address, users_settings
+from manage.ops import drop_column, drop_column_copy, drop_column_sync
 
 revision = "r3_contract02"
 down_revision = "r3_contract01"
@@ -15,5 +13,6 @@ depends_on = "r3_expand02"
 
 def upgrade():
     drop_column_sync(users_settings.SYNC)
-    op.drop_column("users", "settings")
-    op.drop_column("users", "address")
+    drop_column_copy(users_address.COPY)
+    drop_column("users", "settings")
+    drop_column("users", "address")

@@ -1,40 +1,33 @@
 """Release 3: users.address moves into its own table, user_addresses.
 
-A plugin written by hand: it inserts the missing user_addresses rows for
-users that have an address.  New code writes both places during the
-transition; contract counts again before it drops users.address, so an
-address written by old code after this ran is never lost.
+After expand, triggers copy every write of users.address by old code to
+user_addresses (``COPY``); new code writes both places until contract.  This
+plugin, written by hand on the batched engine, moves the addresses of the
+rows from before expand: it walks users by id and inserts the missing
+user_addresses rows.  Contract counts again before it drops users.address.
 """
 
 import sqlalchemy as sa
 
-from manage.datamigration import DataMigration
+from manage.datamigration import KeysetMigration
+from manage.ops import declare_copy
 
-users = sa.table("users", sa.column("id"), sa.column("address"))
-addresses = sa.table("user_addresses", sa.column("user_id"),
-                     sa.column("address"))
-
-
-def _missing():
-    return (sa.select(users.c.id, users.c.address)
-            .where(users.c.address.is_not(None))
-            .where(~sa.exists().where(addresses.c.user_id == users.c.id)))
+COPY = declare_copy("users", "address", "user_addresses",
+                    target_key="user_id")
 
 
-class MoveAddress(DataMigration):
+class MoveAddress(KeysetMigration):
     name = "users_address_table"
     description = "copy users.address into the user_addresses table"
     after_revision = "r3_expand02"
+    table = "users"
+    where = ("{address} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+             "{user_addresses} WHERE {user_addresses}.{user_id} = "
+             "{users}.{id})")
 
-    def pending(self, connection):
-        return connection.execute(
-            sa.select(sa.func.count()).select_from(_missing().subquery())
-        ).scalar()
-
-    def migrate(self, connection, limit):
-        rows = connection.execute(
-            _missing().order_by(users.c.id).limit(limit)).fetchall()
-        if rows:
-            connection.execute(addresses.insert(), [
-                {"user_id": r.id, "address": r.address} for r in rows])
-        return len(rows)
+    def migrate_range(self, connection, after, upper):
+        condition, params = self.range_sql(connection, after, upper)
+        return connection.execute(sa.text(
+            "INSERT INTO user_addresses (user_id, address) "
+            "SELECT id, address FROM users WHERE %s AND (%s)"
+            % (condition, self.where_sql(connection))), params).rowcount

@@ -3,7 +3,8 @@
 Revision ID: r1_expand01
 """
 import sqlalchemy as sa
-from alembic import op
+
+from manage.ops import create_table
 
 revision = "r1_expand01"
 down_revision = None
@@ -12,7 +13,7 @@ depends_on = None
 
 
 def upgrade():
-    op.create_table(
+    create_table(
         "users",
         sa.Column("id", sa.Integer, primary_key=True),
         # Renamed to display_name in release 2.  Nullable: during a rolling
@@ -24,7 +25,7 @@ def upgrade():
         # Moves to the user_addresses table in release 3.
         sa.Column("address", sa.String(255), nullable=True),
     )
-    op.create_table(
+    create_table(
         "projects",
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("owner_id", sa.Integer, sa.ForeignKey("users.id"),

@@ -3,10 +3,9 @@
 Revision ID: r2_expand01
 """
 import sqlalchemy as sa
-from alembic import op
 
 from data_migrations import users_display_name, users_email_domain
-from manage.ops import sync_columns
+from manage.ops import add_column, sync_columns
 
 revision = "r2_expand01"
 down_revision = "r1_expand01"
@@ -15,9 +14,9 @@ depends_on = None
 
 
 def upgrade():
-    op.add_column("users", sa.Column("display_name", sa.String(255),
-                                     nullable=True))
-    op.add_column("users", sa.Column("email_domain", sa.String(255),
-                                     nullable=True))
+    add_column("users", sa.Column("display_name", sa.String(255),
+                                  nullable=True))
+    add_column("users", sa.Column("email_domain", sa.String(255),
+                                  nullable=True))
     sync_columns(users_display_name.SYNC)
     sync_columns(users_email_domain.SYNC)

@@ -3,10 +3,9 @@
 Revision ID: r3_expand01
 """
 import sqlalchemy as sa
-from alembic import op
 
 from data_migrations import projects_visibility
-from manage.ops import sync_columns
+from manage.ops import add_column, sync_columns
 
 revision = "r3_expand01"
 down_revision = "r2_expand01"
@@ -15,6 +14,6 @@ depends_on = None
 
 
 def upgrade():
-    op.add_column("projects", sa.Column("visibility", sa.String(16),
-                                        nullable=True))
+    add_column("projects", sa.Column("visibility", sa.String(16),
+                                     nullable=True))
     sync_columns(projects_visibility.SYNC)

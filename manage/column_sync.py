@@ -59,11 +59,47 @@ class ColumnSync:
 
 def sync_name(table, old, new):
     """The identifier of the sync between these columns of a table."""
-    base = "msync_%s_%s_%s" % (table, "_".join(old), "_".join(new))
-    if len(base) <= MAX_NAME:
-        return base
-    digest = hashlib.sha1(base.encode()).hexdigest()[:8]
-    return base[:MAX_NAME - 9] + "_" + digest
+    return _short("msync_%s_%s_%s" % (table, "_".join(old), "_".join(new)))
+
+
+def _short(name):
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name[:MAX_NAME - 9] + "_" + digest
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnCopy:
+    """A column that moves to another table, copied there on every write.
+
+    Each insert or update of ``table.column`` is carried to the row of
+    ``target`` whose ``target_key`` equals ``table.key`` (inserted or
+    updated; deleted when the column is set to NULL).  One way only: new
+    code writes both places during the transition.
+    """
+
+    table: str
+    column: str
+    key: str
+    target: str
+    target_key: str
+    target_column: str
+
+    @property
+    def name(self):
+        return _short("msync_%s_%s_to_%s" % (self.table, self.column,
+                                            self.target))
+
+
+def declare_copy(table, column, target, target_key, key="id",
+                 target_column=None):
+    copy = ColumnCopy(table, column, key, target, target_key,
+                      target_column or column)
+    for name in dataclasses.astuple(copy):
+        if not _IDENTIFIER.match(name):
+            raise ColumnSyncError("not a plain SQL identifier: %r" % name)
+    return copy
 
 
 def declare(table, old, new, old_to_new=None, new_to_old=None,

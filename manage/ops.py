@@ -11,11 +11,17 @@ Revision files import these (and Alembic's ``op``), never the CLI::
     def upgrade():                       # the matching contract revision
         drop_column_sync("users", old="name", new="display_name")
         op.drop_column("users", "name")
+
+``add_column``, ``create_table``, ``create_index``, ``drop_column``,
+``drop_index`` and ``drop_table`` work like Alembic's ``op`` functions but can
+be run again after a crash (see the end of this module).
 """
 
+import sqlalchemy as sa
 from alembic import op
 
 from manage import column_sync, dialects, run_context
+from manage.exceptions import ManageError
 
 
 def declare_sync(table, old, new, old_to_new=None, new_to_old=None,
@@ -80,7 +86,44 @@ def drop_column_sync(table, old=None, new=None):
     """
     if isinstance(table, column_sync.ColumnSync):
         table, old, new = table.table, table.old, table.new
-    name = column_sync.sync_name(table, _columns(old), _columns(new))
+    _drop_triggers(table,
+                   column_sync.sync_name(table, _columns(old), _columns(new)))
+
+
+def declare_copy(table, column, target, target_key, key="id",
+                 target_column=None):
+    """Declare that ``table.column`` moves to ``target`` (see below)."""
+    return column_sync.declare_copy(table, column, target, target_key, key,
+                                    target_column)
+
+
+def copy_column_to_table(copy):
+    """Carry every write of a column that moves to another table (expand).
+
+    ``copy`` comes from :func:`declare_copy`.  Each insert or update of
+    ``table.column`` by old code upserts the row of ``target`` whose
+    ``target_key`` equals the row's ``key``; setting the column to NULL
+    deletes that row.  ``target_key`` must be unique.  One way only (MySQL
+    forbids a trigger from writing back to the table that fired it): new
+    code writes both places until contract.  No triggers during ``sync``.
+    """
+    context = op.get_context()
+    if not run_context.current(context.config).online:
+        return copy
+    support = dialects.get(context.dialect.name)
+    for statement in support.drop_sync_sql(copy.table, copy.name):
+        op.execute(statement)
+    for statement in support.create_copy_sql(copy):
+        op.execute(statement)
+    return copy
+
+
+def drop_column_copy(copy):
+    """Remove what :func:`copy_column_to_table` made (contract step)."""
+    _drop_triggers(copy.table, copy.name)
+
+
+def _drop_triggers(table, name):
     context = op.get_context()
     support = dialects.get(context.dialect.name)
     if not context.as_sql:
@@ -96,3 +139,117 @@ def drop_column_sync(table, old=None, new=None):
 
 def _columns(value):
     return (value,) if isinstance(value, str) else tuple(value)
+
+
+# -- idempotent schema operations --------------------------------------------
+# MySQL DDL is not transactional: a revision killed half-way leaves what it
+# already did.  Run again, these helpers skip what is already there exactly
+# as intended and refuse, naming the difference, what is there otherwise.
+# In offline (--sql) mode they emit their statement unconditionally.
+
+class SchemaConflictError(ManageError):
+    """An object a revision creates exists, but not as the revision says."""
+
+
+def add_column(table, column, **kw):
+    """``op.add_column`` that tolerates the column already added."""
+    existing = _columns_of(table)
+    if existing is not None and column.name in existing:
+        _require_same(table, existing[column.name], column)
+        return
+    op.add_column(table, column, **kw)
+
+
+def create_table(name, *elements, **kw):
+    """``op.create_table`` that tolerates the table already created with
+    the same columns (names, types, nullability) and primary key."""
+    existing = _columns_of(name)
+    if not existing:
+        return op.create_table(name, *elements, **kw)
+    columns = [e for e in elements if isinstance(e, sa.Column)]
+    names = [c.name for c in columns]
+    if set(names) != set(existing):
+        raise SchemaConflictError(
+            "table %s exists with columns (%s), not the intended (%s); "
+            "resolve the difference by hand, then run the command again"
+            % (name, ", ".join(existing), ", ".join(names)))
+    for column in columns:
+        _require_same(name, existing[column.name], column)
+    pk = sa.inspect(op.get_bind()).get_pk_constraint(name)
+    intended = [c.name for c in columns if c.primary_key]
+    if sorted(pk["constrained_columns"]) != sorted(intended):
+        raise SchemaConflictError(
+            "table %s exists with primary key (%s), not the intended (%s)"
+            % (name, ", ".join(pk["constrained_columns"]),
+               ", ".join(intended)))
+    return None
+
+
+def create_index(name, table, columns, unique=False, **kw):
+    """``op.create_index`` that tolerates the index already created."""
+    if not op.get_context().as_sql:
+        found = {i["name"]: i for i in
+                 sa.inspect(op.get_bind()).get_indexes(table)}
+        if name in found:
+            have = found[name]
+            if list(have["column_names"]) != list(columns) or \
+                    bool(have["unique"]) != bool(unique):
+                raise SchemaConflictError(
+                    "index %s on %s exists on (%s)%s, not on (%s)%s as "
+                    "intended" % (name, table, ", ".join(
+                        have["column_names"]), " unique" if have["unique"]
+                        else "", ", ".join(columns),
+                        " unique" if unique else ""))
+            return
+    op.create_index(name, table, columns, unique=unique, **kw)
+
+
+def drop_column(table, column, **kw):
+    """``op.drop_column`` that tolerates the column already dropped."""
+    existing = _columns_of(table)
+    if existing is None or column in existing:
+        op.drop_column(table, column, **kw)
+
+
+def drop_index(name, table, **kw):
+    """``op.drop_index`` that tolerates the index already dropped."""
+    if op.get_context().as_sql or name in {
+            i["name"] for i in sa.inspect(op.get_bind()).get_indexes(table)}:
+        op.drop_index(name, table_name=table, **kw)
+
+
+def drop_table(name, **kw):
+    """``op.drop_table`` that tolerates the table already dropped."""
+    if op.get_context().as_sql or _has_table(name):
+        op.drop_table(name, **kw)
+
+
+def _has_table(name):
+    return sa.inspect(op.get_bind()).has_table(name)
+
+
+def _columns_of(table):
+    """Reflected columns by name ({} if no table), None when offline."""
+    if op.get_context().as_sql:
+        return None
+    if not _has_table(table):
+        return {}
+    return {c["name"]: sa.Column(c["name"], c["type"],
+                                 nullable=c["nullable"])
+            for c in sa.inspect(op.get_bind()).get_columns(table)}
+
+
+def _require_same(table, have, want):
+    context = op.get_context()
+    problems = []
+    if context.impl.compare_type(have, want):
+        problems.append("type %s, not %s" % (
+            have.type.compile(context.dialect),
+            want.type.compile(context.dialect)))
+    if bool(have.nullable) != bool(want.nullable):
+        problems.append("NULL" if have.nullable else "NOT NULL")
+    if problems:
+        raise SchemaConflictError(
+            "column %s.%s exists, but with %s: it was not made by this "
+            "revision; resolve the difference by hand, then run the command "
+            "again" % (table, want.name, " and ".join(problems)))

@@ -131,7 +131,8 @@ class Repository:
             return False
         names = set(code.co_names)
         texts = " ".join(c for c in code.co_consts if isinstance(c, str))
-        return bool(names & {"sync_columns", "drop_column_sync"}) or \
+        return bool(names & {"sync_columns", "drop_column_sync",
+                             "copy_column_to_table", "drop_column_copy"}) or \
             "TRIGGER" in texts.upper()
 
     def contracts_after(self, expand_revision):

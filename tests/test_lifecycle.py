@@ -4,7 +4,6 @@ import json
 import os
 
 import pytest
-import sqlalchemy as sa
 
 from tests import helpers
 
@@ -81,7 +80,14 @@ def test_contract_recounts_rows_written_after_migrate(conf, db_url):
     """A migration marked done is counted again before contract."""
     assert helpers.run(["db", "expand"], conf).code == 0
     assert helpers.run(["db", "migrate"], conf).code == 0
-    # Old code writes an address after migrate: only users.address has it.
+    # A write the triggers did not see (they are dropped by hand here):
+    # only users.address has the new address.
+    from data_migrations.users_address import COPY
+    from manage import dialects
+    support = dialects.get(helpers.database.parse_url(db_url)
+                           .get_backend_name())
+    for statement in support.drop_sync_sql(COPY.table, COPY.name):
+        helpers.query(db_url, statement)
     helpers.query(db_url, "INSERT INTO users (id, name, email, address) "
                           "VALUES (7, 'x', 'x@y.z', '9 Elm St')")
     r = helpers.run(["db", "contract"], conf)

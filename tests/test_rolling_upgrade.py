@@ -184,7 +184,18 @@ def test_release_2_to_3_lossy_flag_json_and_moved_column(db_url, app):
                  "settings, theme) VALUES (9, 'x', 'x@q.org', 'q.org', :s, "
                  "'light')", s='{"theme": "dark"}')
 
-    # -- the address that moves to its own table (new code writes both) ----
+    # -- the address that moves to its own table ---------------------------
+    # Old code writes users.address only: the triggers copy each write.
+    app.write("UPDATE users SET address = '2 Old Ln' WHERE id = 2")
+    app.write("INSERT INTO users (id, display_name, email, email_domain, "
+              "address) VALUES (4, 'di', 'd@w.org', 'w.org', '4 Bay Rd')")
+    app.write("UPDATE users SET address = '4 Cove Rd' WHERE id = 4")
+    assert app.rows("SELECT user_id, address FROM user_addresses "
+                    "ORDER BY user_id") == [(2, "2 Old Ln"), (4, "4 Cove Rd")]
+    app.write("UPDATE users SET address = NULL WHERE id = 2")
+    app.write("DELETE FROM users WHERE id = 4")  # the new table cascades
+    assert app.rows("SELECT user_id FROM user_addresses") == []
+    # New code writes both places.
     app.write("INSERT INTO user_addresses (user_id, address) "
               "VALUES (3, '3 New Rd')")
     app.write("UPDATE users SET address = '3 New Rd' WHERE id = 3")

@@ -10,7 +10,8 @@ import contextlib
 import re
 import time
 
-from manage.exceptions import LockHeldError  # noqa: F401 (for dialects)
+from manage.exceptions import LockHeldError
+from manage.exceptions import UnsupportedDialectError
 
 
 class DialectSupport(abc.ABC):
@@ -59,7 +60,11 @@ class DialectSupport(abc.ABC):
 
     @abc.abstractmethod
     def trigger_names(self, name):
-        """Names of the triggers a sync called ``name`` creates."""
+        """Names of the triggers a sync or copy called ``name`` creates."""
+
+    @abc.abstractmethod
+    def create_copy_sql(self, copy):
+        """Statements that create the triggers for a ColumnCopy."""
 
     @abc.abstractmethod
     def drop_sync_sql(self, table, name):
@@ -83,6 +88,32 @@ class DialectSupport(abc.ABC):
         cannot).  ``owner`` describes this run.
         """
         yield
+
+    # -- backups (shared parts in manage.backup) ---------------------------
+    #: File name ending of this dialect's backups.
+    backup_suffix = ".backup"
+
+    def backup_name(self, engine):
+        """The database's name, for naming its backup files."""
+        return engine.url.database
+
+    def backup(self, engine, path):
+        """Write a consistent copy of the database into ``path`` (an
+        existing, empty, owner-only file)."""
+        raise UnsupportedDialectError("backups of %s databases are not "
+                                      "supported" % self.name)
+
+    def restore(self, engine, path):
+        """Replace the database's content with the backup in ``path``."""
+        raise UnsupportedDialectError("restores of %s databases are not "
+                                      "supported" % self.name)
+
+
+def raise_lock_held(timeout, holder="", describe_holder=None):
+    """Give up on the run lock, naming its holder when that can be told."""
+    if not holder and describe_holder is not None:
+        holder = describe_holder()
+    raise LockHeldError(lock_held_message(holder, timeout))
 
 
 def lock_held_message(holder, timeout):

@@ -15,6 +15,7 @@ queues behind a waiting ALTER for longer.
 import contextlib
 import math
 
+from manage import backup
 from manage.dialects import base, triggers
 from manage.exceptions import PrivilegeError
 
@@ -57,7 +58,33 @@ class MySQLSupport(base.DialectSupport):
 
     # -- column sync triggers ----------------------------------------------
     def trigger_names(self, name):
-        return [name + "_bi", name + "_bu"]
+        # Syncs assign NEW before the write; copies need the row's id, so
+        # they run after it.
+        return [name + "_bi", name + "_bu", name + "_ai", name + "_au"]
+
+    def create_copy_sql(self, copy):
+        q = _quote
+        values = dict(table=q(copy.table), col=q(copy.column),
+                      key=q(copy.key), target=q(copy.target),
+                      tkey=q(copy.target_key), tcol=q(copy.target_column))
+        upsert = ("INSERT INTO {target} ({tkey}, {tcol}) VALUES "
+                  "(NEW.{key}, NEW.{col}) ON DUPLICATE KEY UPDATE "
+                  "{tcol} = VALUES({tcol})").format(**values)
+        insert_name, update_name = self.trigger_names(copy.name)[2:]
+        return [
+            ("CREATE TRIGGER {name} AFTER INSERT ON {table} FOR EACH ROW\n"
+             "BEGIN\n"
+             "  IF NEW.{col} IS NOT NULL THEN {upsert}; END IF;\n"
+             "END").format(name=q(insert_name), upsert=upsert, **values),
+            ("CREATE TRIGGER {name} AFTER UPDATE ON {table} FOR EACH ROW\n"
+             "BEGIN\n"
+             "  IF NOT (NEW.{col} <=> OLD.{col}) THEN\n"
+             "    IF NEW.{col} IS NULL THEN\n"
+             "      DELETE FROM {target} WHERE {tkey} = NEW.{key};\n"
+             "    ELSE {upsert}; END IF;\n"
+             "  END IF;\n"
+             "END").format(name=q(update_name), upsert=upsert, **values),
+        ]
 
     def create_sync_sql(self, sync):
         t = triggers.TriggerText(sync, self.name, _quote,
@@ -76,7 +103,7 @@ class MySQLSupport(base.DialectSupport):
             set_new="SET " + t.assignments("old_to_new", new_ref, new_ref),
             set_old="SET " + t.assignments("new_to_old", new_ref, new_ref),
         )
-        insert, update = self.trigger_names(sync.name)
+        insert, update = self.trigger_names(sync.name)[:2]
         return [
             ("CREATE TRIGGER {name} BEFORE INSERT ON {table} FOR EACH ROW\n"
              "BEGIN\n"
@@ -146,10 +173,44 @@ class MySQLSupport(base.DialectSupport):
             got = conn.exec_driver_sql(
                 "SELECT GET_LOCK(%s, %.3f)" % (name, timeout)).scalar()
             if got != 1:
-                holder = describe_holder() if describe_holder else ""
-                raise base.LockHeldError(
-                    base.lock_held_message(holder, timeout))
+                base.raise_lock_held(timeout, describe_holder=describe_holder)
             try:
                 yield
             finally:
                 conn.exec_driver_sql("SELECT RELEASE_LOCK(%s)" % name)
+
+    # -- backups -----------------------------------------------------------
+    backup_suffix = ".sql"
+
+    def backup(self, engine, path):
+        """mariadb-dump/mysqldump in one consistent snapshot; the password
+        goes in a private option file, never on the command line."""
+        tool = backup.find_tool(("mariadb-dump", "mysqldump"),
+                                "the mariadb-client package")
+        with backup.mysql_option_file(engine.url) as options:
+            backup.run_tool([tool, "--defaults-extra-file=" + options,
+                             "--single-transaction", "--triggers",
+                             "--hex-blob", "--no-tablespaces",
+                             "--default-character-set=utf8mb4",
+                             engine.url.database],
+                            "backing up", stdout_path=path)
+
+    def restore(self, engine, path):
+        """Drop every table and view, then load the dump."""
+        backup.check_backup_file(path, (b"-- MariaDB dump", b"-- MySQL dump"),
+                                 "a MySQL/MariaDB dump made by manage")
+        tool = backup.find_tool(("mariadb", "mysql"),
+                                "the mariadb-client package")
+        with engine.connect() as conn:
+            names = conn.exec_driver_sql(
+                "SELECT table_name, table_type FROM information_schema.tables"
+                " WHERE table_schema = DATABASE()").fetchall()
+        drops = "".join("DROP %s IF EXISTS %s;\n" % (
+            "VIEW" if kind == "VIEW" else "TABLE", _quote(name))
+            for name, kind in sorted(names, key=lambda r: r[1] != "VIEW"))
+        prefix = "SET FOREIGN_KEY_CHECKS = 0;\n%s" % drops
+        with backup.mysql_option_file(engine.url) as options:
+            backup.run_tool([tool, "--defaults-extra-file=" + options,
+                             "--binary-mode", engine.url.database],
+                            "restoring", stdin_path=path,
+                            stdin_prefix=prefix.encode())

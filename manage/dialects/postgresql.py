@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import time
 
+from manage import backup
 from manage.dialects import base, triggers
 
 
@@ -43,6 +44,36 @@ class PostgreSQLSupport(base.DialectSupport):
     # -- column sync triggers ----------------------------------------------
     def trigger_names(self, name):
         return [name + "_trg"]
+
+    def create_copy_sql(self, copy):
+        q = _quote
+        values = dict(table=q(copy.table), col=q(copy.column),
+                      key=q(copy.key), target=q(copy.target),
+                      tkey=q(copy.target_key), tcol=q(copy.target_column),
+                      fn=q(self._function(copy.name)),
+                      trg=q(self.trigger_names(copy.name)[0]))
+        function = (
+            "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger "
+            "LANGUAGE plpgsql AS $manage$\n"
+            "BEGIN\n"
+            "  IF TG_OP = 'UPDATE' AND NEW.{col} IS NOT DISTINCT FROM "
+            "OLD.{col} THEN\n"
+            "    RETURN NULL;\n"
+            "  END IF;\n"
+            "  IF NEW.{col} IS NULL THEN\n"
+            "    DELETE FROM {target} WHERE {tkey} = NEW.{key};\n"
+            "  ELSE\n"
+            "    INSERT INTO {target} ({tkey}, {tcol}) VALUES "
+            "(NEW.{key}, NEW.{col}) ON CONFLICT ({tkey}) DO UPDATE SET "
+            "{tcol} = EXCLUDED.{tcol};\n"
+            "  END IF;\n"
+            "  RETURN NULL;\n"
+            "END\n"
+            "$manage$").format(**values)
+        trigger = ("CREATE TRIGGER {trg} AFTER INSERT OR UPDATE OF {col} ON "
+                   "{table} FOR EACH ROW EXECUTE FUNCTION {fn}()"
+                   ).format(**values)
+        return [function, trigger]
 
     def create_sync_sql(self, sync):
         t = triggers.TriggerText(sync, self.name, _quote,
@@ -125,11 +156,58 @@ class PostgreSQLSupport(base.DialectSupport):
             while not conn.exec_driver_sql(
                     "SELECT pg_try_advisory_lock(%d)" % key).scalar():
                 if time.monotonic() >= deadline:
-                    holder = describe_holder() if describe_holder else ""
-                    raise base.LockHeldError(
-                        base.lock_held_message(holder, timeout))
+                    base.raise_lock_held(timeout,
+                                         describe_holder=describe_holder)
                 time.sleep(0.1)
             try:
                 yield
             finally:
                 conn.exec_driver_sql("SELECT pg_advisory_unlock(%d)" % key)
+
+    # -- backups -----------------------------------------------------------
+    backup_suffix = ".dump"
+
+    def backup(self, engine, path):
+        """pg_dump in its custom format (one consistent snapshot); the
+        password goes in a private PGPASSFILE."""
+        tool = backup.find_tool(("pg_dump",), "the postgresql-client package")
+        with backup.pg_environment(engine.url) as env:
+            backup.run_tool([tool, "--format=custom", "--no-password"],
+                            "backing up", stdout_path=path, env=env)
+
+    def restore(self, engine, path):
+        """Drop every object of the schema, then pg_restore the dump."""
+        backup.check_backup_file(path, (b"PGDMP",),
+                                 "a pg_dump custom-format backup")
+        tool = backup.find_tool(("pg_restore",),
+                                "the postgresql-client package")
+        with engine.begin() as conn:
+            for kind, name in conn.exec_driver_sql(_OBJECTS).fetchall():
+                conn.exec_driver_sql("DROP %s IF EXISTS %s CASCADE"
+                                     % (kind, name))
+        with backup.pg_environment(engine.url) as env:
+            backup.run_tool([tool, "--no-password", "--no-owner",
+                             "--no-privileges", "--single-transaction",
+                             "--exit-on-error", "--dbname",
+                             engine.url.database, path],
+                            "restoring", env=env)
+
+
+#: What a restore drops first: the objects of the current schema.
+_OBJECTS = """
+SELECT CASE relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                    WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+       oid::regclass::text
+  FROM pg_class c WHERE relnamespace = current_schema()::regnamespace
+   AND relkind IN ('v', 'm', 'r', 'p', 'S') AND %(own)s
+UNION ALL
+SELECT CASE prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE'
+                    ELSE 'FUNCTION' END, oid::regprocedure::text
+  FROM pg_proc c WHERE pronamespace = current_schema()::regnamespace
+   AND %(own)s
+UNION ALL
+SELECT CASE typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, oid::regtype::text
+  FROM pg_type c WHERE typnamespace = current_schema()::regnamespace
+   AND typtype IN ('e', 'd') AND %(own)s
+""" % {"own": "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid "
+              "AND d.deptype = 'e')"}

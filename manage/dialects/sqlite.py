@@ -13,12 +13,14 @@ column that one generation of code stops writing must be nullable.
 import contextlib
 import fcntl
 import os
+import sqlite3
 import time
 
 from sqlalchemy import event
 
+from manage import backup
 from manage.dialects import base, triggers
-from manage.exceptions import LockHeldError
+from manage.exceptions import ConfigError
 
 
 def _quote(name):
@@ -86,7 +88,7 @@ class SQLiteSupport(base.DialectSupport):
             "END"
         )
         plain = _quote  # inside the UPDATE, columns are the stored row's
-        insert_name, update_name = self.trigger_names(sync.name)
+        insert_name, update_name = self.trigger_names(sync.name)[:2]
         values = dict(
             insert=_quote(insert_name), update=_quote(update_name),
             table=table, row=row, columns=columns,
@@ -102,7 +104,34 @@ class SQLiteSupport(base.DialectSupport):
         return [insert.format(**values), update.format(**values)]
 
     def trigger_names(self, name):
-        return [name + "_ai", name + "_au"]
+        return [name + "_ai", name + "_au", name + "_ad"]
+
+    def create_copy_sql(self, copy):
+        q = _quote
+        upsert = (
+            "INSERT INTO {target} ({tkey}, {tcol}) SELECT NEW.{key}, "
+            "NEW.{col} WHERE NEW.{col} IS NOT NULL ON CONFLICT ({tkey}) "
+            "DO UPDATE SET {tcol} = excluded.{tcol}")
+        values = dict(table=q(copy.table), col=q(copy.column),
+                      key=q(copy.key), target=q(copy.target),
+                      tkey=q(copy.target_key), tcol=q(copy.target_column))
+        insert_name, update_name, delete_name = self.trigger_names(copy.name)
+        return [
+            ("CREATE TRIGGER {name} AFTER INSERT ON {table} FOR EACH ROW\n"
+             "BEGIN\n  " + upsert + ";\nEND").format(
+                 name=q(insert_name), **values),
+            ("CREATE TRIGGER {name} AFTER UPDATE OF {col} ON {table} "
+             "FOR EACH ROW WHEN NEW.{col} IS NOT OLD.{col}\n"
+             "BEGIN\n"
+             "  DELETE FROM {target} WHERE {tkey} = NEW.{key} "
+             "AND NEW.{col} IS NULL;\n  " + upsert + ";\nEND").format(
+                 name=q(update_name), **values),
+            # SQLite enforces foreign keys only when the application turns
+            # them on: remove the copied row with its source row.
+            ("CREATE TRIGGER {name} AFTER DELETE ON {table} FOR EACH ROW\n"
+             "BEGIN\n  DELETE FROM {target} WHERE {tkey} = OLD.{key};\nEND"
+             ).format(name=q(delete_name), **values),
+        ]
 
     def drop_sync_sql(self, table, name):
         return ["DROP TRIGGER IF EXISTS %s" % _quote(n)
@@ -132,10 +161,8 @@ class SQLiteSupport(base.DialectSupport):
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
-                        holder = os.pread(fd, 512, 0).decode(
-                            "utf-8", "replace").strip()
-                        raise LockHeldError(base.lock_held_message(
-                            holder, timeout)) from None
+                        base.raise_lock_held(timeout, os.pread(
+                            fd, 512, 0).decode("utf-8", "replace").strip())
                     time.sleep(0.05)
             os.ftruncate(fd, 0)
             os.pwrite(fd, owner.encode(), 0)
@@ -146,3 +173,43 @@ class SQLiteSupport(base.DialectSupport):
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    # -- backups -----------------------------------------------------------
+    backup_suffix = ".sqlite"
+
+    def backup_name(self, engine):
+        return os.path.splitext(os.path.basename(_file_of(engine)))[0]
+
+    def backup(self, engine, path):
+        """SQLite's online backup API: a consistent copy while others
+        write."""
+        source = _file_of(engine)
+        if not os.path.isfile(source):
+            raise ConfigError("nothing to back up: the SQLite database %s "
+                              "does not exist" % source)
+        _copy(source, path)
+
+    def restore(self, engine, path):
+        backup.check_backup_file(path, (b"SQLite format 3\0",),
+                                 "an SQLite database")
+        with contextlib.closing(sqlite3.connect(
+                "file:%s?mode=ro" % path, uri=True)) as src:
+            if src.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise ConfigError("backup file %s is damaged (PRAGMA "
+                                  "quick_check); nothing was restored" % path)
+        _copy(path, _file_of(engine))
+
+
+def _file_of(engine):
+    path = engine.url.database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        raise ConfigError("backups need an SQLite database file, not %r"
+                          % (path or ":memory:"))
+    return os.path.abspath(path)
+
+
+def _copy(source, target):
+    """Copy one SQLite database into another with the backup API."""
+    with contextlib.closing(sqlite3.connect(source)) as src, \
+            contextlib.closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
