@@ -24,6 +24,13 @@ servers:
 test: $(STAMP) servers
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
+## bench: the benchmark suite (not part of `make test`): MariaDB, PostgreSQL and
+## pt-online-schema-change on BENCH_ROWS rows (default 1000000); writes
+## bench/results.json and doc/benchmarks.md
+bench: $(STAMP)
+	bash tools/install-db-servers.sh
+	$(BIN)/python -m bench.run
+
 docs: $(STAMP)
 	$(BIN)/sphinx-build -q -W -b html doc doc/_build/html
 
