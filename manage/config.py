@@ -175,27 +175,13 @@ class Settings:
 
     @classmethod
     def from_conf(cls, conf):
-        m = conf.migration
-        connection = conf.database.connection or default_connection()
-        return cls(
-            connection=connection,
-            repository=m.repository,
-            data_migration_namespace=m.data_migration_namespace,
-            data_migrations=tuple(m.data_migrations or ()),
-            batch_size=m.batch_size,
-            lock_wait_timeout=m.lock_wait_timeout,
-            lock_retries=m.lock_retries,
-            lock_retry_backoff=m.lock_retry_backoff,
-            run_lock_timeout=m.run_lock_timeout,
-            batch_target_seconds=m.batch_target_seconds,
-            batch_min_size=m.batch_min_size,
-            batch_max_size=m.batch_max_size,
-            batch_pause=m.batch_pause,
-            throttle_threads_running=m.throttle_threads_running,
-            throttle_query=m.throttle_query,
-            throttle_query_max=m.throttle_query_max,
-            throttle_max_wait=m.throttle_max_wait,
-        )
+        """Every field from the option of the same name in [migration]."""
+        group = conf.migration
+        values = {f.name: group[f.name] for f in dataclasses.fields(cls)
+                  if f.name in group}
+        values["data_migrations"] = tuple(values["data_migrations"] or ())
+        return cls(connection=conf.database.connection or
+                   default_connection(), **values)
 
 
 def default_connection():
