@@ -12,6 +12,5 @@ depends_on = "r2_expand01"
 
 
 def upgrade():
-    drop_column_sync(users_display_name.SYNC)
-    drop_column_sync(users_email_domain.SYNC)
+    drop_column_sync(users_display_name.SYNC, users_email_domain.SYNC)
     drop_column("users", "name")

@@ -62,6 +62,55 @@ def sync_name(table, old, new):
     return _short("msync_%s_%s_%s" % (table, "_".join(old), "_".join(new)))
 
 
+@dataclasses.dataclass(frozen=True)
+class SyncGroup:
+    """Syncs of one table that share one trigger per event.
+
+    Every trigger invocation costs a write something; one trigger that holds
+    several syncs' work costs about as much as a trigger for one.
+    """
+
+    syncs: Tuple[ColumnSync, ...]
+
+    @property
+    def table(self):
+        return self.syncs[0].table
+
+    @property
+    def name(self):
+        return group_name(self.table, [(s.old, s.new) for s in self.syncs])
+
+    def columns(self):
+        return tuple(c for s in self.syncs for c in s.columns())
+
+
+def as_group(syncs):
+    """A SyncGroup from a ColumnSync, several, or a group."""
+    if isinstance(syncs, SyncGroup):
+        return syncs
+    if isinstance(syncs, ColumnSync):
+        syncs = (syncs,)
+    syncs = tuple(syncs)
+    if not syncs:
+        raise ColumnSyncError("no column sync given")
+    if len({s.table for s in syncs}) != 1:
+        raise ColumnSyncError("syncs grouped in one trigger must be of one "
+                              "table")
+    columns = [c for s in syncs for c in s.columns()]
+    if len(columns) != len(set(columns)):
+        raise ColumnSyncError("syncs grouped in one trigger must not share "
+                              "columns")
+    return SyncGroup(syncs)
+
+
+def group_name(table, pairs):
+    """The trigger name stem of the syncs ``[(old, new), ...]`` of a table."""
+    if len(pairs) == 1:
+        return sync_name(table, *pairs[0])
+    return _short("msync_%s_%s" % (table, "_".join(
+        c for old, new in pairs for c in tuple(old) + tuple(new))))
+
+
 def _short(name):
     if len(name) <= MAX_NAME:
         return name

@@ -16,6 +16,7 @@ import contextlib
 import math
 
 from manage import backup
+from manage import column_sync
 from manage.dialects import base, triggers
 from manage.exceptions import PrivilegeError
 
@@ -86,13 +87,26 @@ class MySQLSupport(base.DialectSupport):
              "END").format(name=q(update_name), upsert=upsert, **values),
         ]
 
-    def create_sync_sql(self, sync):
+    def create_sync_sql(self, syncs):
+        group = column_sync.as_group(syncs)
+        blocks = [self._sync_blocks(sync) for sync in group.syncs]
+        insert, update = self.trigger_names(group.name)[:2]
+        return [
+            "CREATE TRIGGER %s BEFORE INSERT ON %s FOR EACH ROW\nBEGIN\n%s"
+            "END" % (_quote(insert), _quote(group.table),
+                     "".join(b[0] for b in blocks)),
+            "CREATE TRIGGER %s BEFORE UPDATE ON %s FOR EACH ROW\nBEGIN\n%s"
+            "END" % (_quote(update), _quote(group.table),
+                     "".join(b[1] for b in blocks)),
+        ]
+
+    def _sync_blocks(self, sync):
+        """One sync's blocks in the insert and update trigger bodies."""
         t = triggers.TriggerText(sync, self.name, _quote,
                                  self.null_safe_equal)
         new_ref = lambda c: "NEW." + _quote(c)  # noqa: E731
         message = t.conflict_message[:SIGNAL_MESSAGE_MAX]
         values = dict(
-            table=_quote(sync.table),
             signal="SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = %s"
                    % triggers.sql_string(message),
             old_given=t.any_given(sync.old, "NEW."),
@@ -103,27 +117,21 @@ class MySQLSupport(base.DialectSupport):
             set_new="SET " + t.assignments("old_to_new", new_ref, new_ref),
             set_old="SET " + t.assignments("new_to_old", new_ref, new_ref),
         )
-        insert, update = self.trigger_names(sync.name)[:2]
-        return [
-            ("CREATE TRIGGER {name} BEFORE INSERT ON {table} FOR EACH ROW\n"
-             "BEGIN\n"
-             "  IF ({old_given}) AND ({new_given}) THEN\n"
-             "    IF NOT ({consistent}) THEN {signal}; END IF;\n"
-             "  ELSEIF {old_given} THEN {set_new};\n"
-             "  ELSEIF {new_given} THEN {set_old};\n"
-             "  END IF;\n"
-             "END").format(name=_quote(insert), **values),
-            ("CREATE TRIGGER {name} BEFORE UPDATE ON {table} FOR EACH ROW\n"
-             "BEGIN\n"
-             "  IF ({old_changed}) AND ({new_changed}) THEN\n"
-             "    IF NOT ({consistent}) THEN {signal}; END IF;\n"
-             "  ELSEIF ({old_changed}) THEN\n"
-             "    IF NOT ({consistent}) THEN {set_new}; END IF;\n"
-             "  ELSEIF ({new_changed}) THEN\n"
-             "    IF NOT ({consistent}) THEN {set_old}; END IF;\n"
-             "  END IF;\n"
-             "END").format(name=_quote(update), **values),
-        ]
+        insert = (
+            "  IF ({old_given}) AND ({new_given}) THEN\n"
+            "    IF NOT ({consistent}) THEN {signal}; END IF;\n"
+            "  ELSEIF {old_given} THEN {set_new};\n"
+            "  ELSEIF {new_given} THEN {set_old};\n"
+            "  END IF;\n")
+        update = (
+            "  IF ({old_changed}) AND ({new_changed}) THEN\n"
+            "    IF NOT ({consistent}) THEN {signal}; END IF;\n"
+            "  ELSEIF ({old_changed}) THEN\n"
+            "    IF NOT ({consistent}) THEN {set_new}; END IF;\n"
+            "  ELSEIF ({new_changed}) THEN\n"
+            "    IF NOT ({consistent}) THEN {set_old}; END IF;\n"
+            "  END IF;\n")
+        return insert.format(**values), update.format(**values)
 
     def drop_sync_sql(self, table, name):
         return ["DROP TRIGGER IF EXISTS %s" % _quote(n)

@@ -14,6 +14,7 @@ import hashlib
 import time
 
 from manage import backup
+from manage import column_sync
 from manage.dialects import base, triggers
 
 
@@ -75,11 +76,33 @@ class PostgreSQLSupport(base.DialectSupport):
                    ).format(**values)
         return [function, trigger]
 
-    def create_sync_sql(self, sync):
+    def create_sync_sql(self, syncs):
+        group = column_sync.as_group(syncs)
+        blocks = [self._sync_blocks(sync) for sync in group.syncs]
+        function = (
+            "CREATE OR REPLACE FUNCTION %s() RETURNS trigger "
+            "LANGUAGE plpgsql AS $manage$\n"
+            "BEGIN\n"
+            "  IF TG_OP = 'INSERT' THEN\n%s"
+            "  ELSE\n%s"
+            "  END IF;\n"
+            "  RETURN NEW;\n"
+            "END\n"
+            "$manage$" % (_quote(self._function(group.name)),
+                          "".join(b[0] for b in blocks),
+                          "".join(b[1] for b in blocks)))
+        trigger = (
+            "CREATE TRIGGER %s BEFORE INSERT OR UPDATE ON %s FOR EACH ROW "
+            "EXECUTE FUNCTION %s()" % (
+                _quote(self.trigger_names(group.name)[0]),
+                _quote(group.table), _quote(self._function(group.name))))
+        return [function, trigger]
+
+    def _sync_blocks(self, sync):
+        """One sync's blocks in the insert and update branches."""
         t = triggers.TriggerText(sync, self.name, _quote,
                                  self.null_safe_equal)
         new_ref = lambda c: "NEW." + _quote(c)  # noqa: E731
-
         values = dict(
             raise_="RAISE EXCEPTION USING ERRCODE = '23514', MESSAGE = %s"
                    % triggers.sql_string(t.conflict_message),
@@ -91,33 +114,21 @@ class PostgreSQLSupport(base.DialectSupport):
             set_new=self._assignments(t, "old_to_new", new_ref),
             set_old=self._assignments(t, "new_to_old", new_ref),
         )
-        function = (
-            "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger "
-            "LANGUAGE plpgsql AS $manage$\n"
-            "BEGIN\n"
-            "  IF TG_OP = 'INSERT' THEN\n"
+        insert = (
             "    IF ({old_given}) AND ({new_given}) THEN\n"
             "      IF NOT ({consistent}) THEN {raise_}; END IF;\n"
             "    ELSIF {old_given} THEN {set_new}\n"
             "    ELSIF {new_given} THEN {set_old}\n"
-            "    END IF;\n"
-            "  ELSIF ({old_changed}) AND ({new_changed}) THEN\n"
-            "    IF NOT ({consistent}) THEN {raise_}; END IF;\n"
-            "  ELSIF ({old_changed}) THEN\n"
-            "    IF NOT ({consistent}) THEN {set_new} END IF;\n"
-            "  ELSIF ({new_changed}) THEN\n"
-            "    IF NOT ({consistent}) THEN {set_old} END IF;\n"
-            "  END IF;\n"
-            "  RETURN NEW;\n"
-            "END\n"
-            "$manage$"
-        ).format(fn=_quote(self._function(sync.name)), **values)
-        trigger = (
-            "CREATE TRIGGER %s BEFORE INSERT OR UPDATE ON %s FOR EACH ROW "
-            "EXECUTE FUNCTION %s()" % (
-                _quote(self.trigger_names(sync.name)[0]),
-                _quote(sync.table), _quote(self._function(sync.name))))
-        return [function, trigger]
+            "    END IF;\n")
+        update = (
+            "    IF ({old_changed}) AND ({new_changed}) THEN\n"
+            "      IF NOT ({consistent}) THEN {raise_}; END IF;\n"
+            "    ELSIF ({old_changed}) THEN\n"
+            "      IF NOT ({consistent}) THEN {set_new} END IF;\n"
+            "    ELSIF ({new_changed}) THEN\n"
+            "      IF NOT ({consistent}) THEN {set_old} END IF;\n"
+            "    END IF;\n")
+        return insert.format(**values), update.format(**values)
 
     @staticmethod
     def _assignments(t, direction, new_ref):

@@ -19,6 +19,7 @@ import time
 from sqlalchemy import event
 
 from manage import backup
+from manage import column_sync
 from manage.dialects import base, triggers
 from manage.exceptions import ConfigError
 
@@ -53,46 +54,36 @@ class SQLiteSupport(base.DialectSupport):
         return "database is locked" in str(getattr(exc, "orig", exc))
 
     # -- column sync triggers ----------------------------------------------
-    def create_sync_sql(self, sync):
+    def create_sync_sql(self, syncs):
+        group = column_sync.as_group(syncs)
+        table = _quote(group.table)
+        inserts, updates, changed = [], [], []
+        for sync in group.syncs:
+            insert, update, when = self._sync_statements(sync, table)
+            inserts.append(insert)
+            updates.append(update)
+            changed.append(when)
+        insert_name, update_name = self.trigger_names(group.name)[:2]
+        return [
+            "CREATE TRIGGER %s AFTER INSERT ON %s FOR EACH ROW\nBEGIN\n%s"
+            "END" % (_quote(insert_name), table, "".join(inserts)),
+            "CREATE TRIGGER %s AFTER UPDATE OF %s ON %s FOR EACH ROW\n"
+            "WHEN %s\nBEGIN\n%sEND" % (
+                _quote(update_name),
+                ", ".join(_quote(c) for c in group.columns()), table,
+                " OR ".join(changed), "".join(updates)),
+        ]
+
+    def _sync_statements(self, sync, table):
+        """One sync's statements in the insert and update trigger bodies."""
         t = triggers.TriggerText(sync, self.name, _quote,
-                                  self.null_safe_equal)
-        table = _quote(sync.table)
-        row = "rowid = NEW.rowid"
-        columns = ", ".join(_quote(c) for c in sync.columns())
-        raise_conflict = "SELECT RAISE(ABORT, %s) FROM %s WHERE %s AND " % (
-            triggers.sql_string(t.conflict_message), table, row)
-        insert = (
-            "CREATE TRIGGER {insert} AFTER INSERT ON {table} FOR EACH ROW\n"
-            "BEGIN\n"
-            "  {raise_conflict}({old_given}) AND ({new_given}) "
-            "AND NOT ({consistent});\n"
-            "  UPDATE {table} SET {set_new} WHERE {row} "
-            "AND ({old_given}) AND NOT ({new_given});\n"
-            "  UPDATE {table} SET {set_old} WHERE {row} "
-            "AND NOT ({old_given}) AND ({new_given});\n"
-            "END"
-        )
-        update = (
-            "CREATE TRIGGER {update} AFTER UPDATE OF {columns} ON {table} "
-            "FOR EACH ROW\n"
-            "WHEN ({old_changed}) OR ({new_changed})\n"
-            "BEGIN\n"
-            "  {raise_conflict}({old_changed}) AND ({new_changed}) "
-            "AND NOT ({consistent});\n"
-            "  UPDATE {table} SET {set_new} WHERE {row} "
-            "AND ({old_changed}) AND NOT ({new_changed}) "
-            "AND NOT ({consistent});\n"
-            "  UPDATE {table} SET {set_old} WHERE {row} "
-            "AND NOT ({old_changed}) AND ({new_changed}) "
-            "AND NOT ({consistent});\n"
-            "END"
-        )
+                                 self.null_safe_equal)
         plain = _quote  # inside the UPDATE, columns are the stored row's
-        insert_name, update_name = self.trigger_names(sync.name)[:2]
         values = dict(
-            insert=_quote(insert_name), update=_quote(update_name),
-            table=table, row=row, columns=columns,
-            raise_conflict=raise_conflict,
+            table=table, row="rowid = NEW.rowid",
+            raise_conflict="SELECT RAISE(ABORT, %s) FROM %s WHERE "
+            "rowid = NEW.rowid AND " % (
+                triggers.sql_string(t.conflict_message), table),
             old_given=t.any_given(sync.old, "NEW."),
             new_given=t.any_given(sync.new, "NEW."),
             old_changed=t.any_changed(sync.old),
@@ -101,7 +92,24 @@ class SQLiteSupport(base.DialectSupport):
             set_new=t.assignments("old_to_new", plain, plain),
             set_old=t.assignments("new_to_old", plain, plain),
         )
-        return [insert.format(**values), update.format(**values)]
+        insert = (
+            "  {raise_conflict}({old_given}) AND ({new_given}) "
+            "AND NOT ({consistent});\n"
+            "  UPDATE {table} SET {set_new} WHERE {row} "
+            "AND ({old_given}) AND NOT ({new_given});\n"
+            "  UPDATE {table} SET {set_old} WHERE {row} "
+            "AND NOT ({old_given}) AND ({new_given});\n")
+        update = (
+            "  {raise_conflict}({old_changed}) AND ({new_changed}) "
+            "AND NOT ({consistent});\n"
+            "  UPDATE {table} SET {set_new} WHERE {row} "
+            "AND ({old_changed}) AND NOT ({new_changed}) "
+            "AND NOT ({consistent});\n"
+            "  UPDATE {table} SET {set_old} WHERE {row} "
+            "AND NOT ({old_changed}) AND ({new_changed}) "
+            "AND NOT ({consistent});\n")
+        when = "({old_changed}) OR ({new_changed})".format(**values)
+        return insert.format(**values), update.format(**values), when
 
     def trigger_names(self, name):
         return [name + "_ai", name + "_au", name + "_ad"]
