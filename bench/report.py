@@ -137,13 +137,12 @@ NOTES = {
         "an application write to a row inside the batch being updated "
         "waits for the batch to commit; lower `batch_target_seconds`.",
     "insert_trigger_overhead":
-        "release 2 declares two column syncs on users, so each insert "
-        "runs two BEFORE INSERT triggers; MariaDB's cost is mostly the "
-        "per-row stored-program call (one sync alone costs 17-19 % per "
-        "the measurements in shared/notes). Closing it: generate one "
-        "trigger per table and event that holds the bodies of all syncs of "
-        "that table (one call per row instead of one per sync). PostgreSQL "
-        "shows no measurable cost.",
+        "MariaDB's cost is mostly the per-row stored-program call (one "
+        "trigger alone costs 17-19 % per the measurements in shared/notes); "
+        "release 2 already groups its two syncs of users into one trigger "
+        "per event. Check that a revision does not install one trigger per "
+        "sync of the same table (sync_columns(A, B) groups them). "
+        "PostgreSQL shows no measurable cost.",
     "manage_seconds":
         "pt-online-schema-change copies the table once (INSERT ... SELECT "
         "in key order into a new table; its `DEFAULT (expression)` columns "
@@ -155,10 +154,12 @@ NOTES = {
         "queries failed (deadlocks around its triggers and the table swap) "
         "and stalled for about half a second, the table needs twice its "
         "space, and a rename with old and new code writing both columns is "
-        "out of its reach. Closing it: the trigger guard above (+36 %) and "
-        "running the data migrations of one table in one pass (half the "
-        "row writes) would bring manage to about a third of today's time, "
-        "still slower than a copy on an idle 2-core machine.",
+        "out of its reach. Closing it: a guard that lets the sync triggers "
+        "skip the backfill's own writes (a session flag the runner sets; "
+        "measured +36 % on an in-place UPDATE of 1M rows) and running the "
+        "data migrations of one table in one pass (half the row writes) "
+        "would bring manage to about a third of today's time, still slower "
+        "than a copy on an idle 2-core machine.",
     "scale_time_ratio":
         "the buffer pool (2 GB) holds the 4 x table too; outside the "
         "range, check for I/O (a smaller pool) or a plan change.",
@@ -186,7 +187,8 @@ def markdown(results):
         "run, which are also in `bench/results.json`. Release 2 of the "
         "reference schema on a users table of **%d rows** (4 x: %d): "
         "`users.name` renamed to `display_name` and `users.email_domain` "
-        "added and filled, two data migrations, two column syncs."
+        "added and filled, two data migrations, two column syncs sharing "
+        "one trigger per event."
         % (results["rows"], 4 * results["rows"]),
         "",
         "## Targets",
@@ -219,9 +221,11 @@ def markdown(results):
     lines += [
         "", "## Run-to-run variation", "",
         "On the 2-core machine of the recorded run, three full runs at "
-        "1,000,000 rows gave: backfill / offline 0.43 - 0.55 (the offline "
-        "UPDATE varied more, 149k - 182k rows/s, than the backfill, 79k - "
-        "81k); insert throughput lost to triggers 0.25 - 0.33; application "
+        "1,000,000 rows with one trigger per sync (before release 2 grouped "
+        "its two syncs of users into one trigger per event) gave: backfill "
+        "/ offline 0.43 - 0.55 (the offline UPDATE varied more, 149k - 182k "
+        "rows/s, than the backfill, 79k - 81k); insert throughput lost to "
+        "triggers 0.25 - 0.33 (0.21 with the grouped trigger); application "
         "p99 during migrate 3.6 - 5.8 x idle, longest stall 159 - 179 ms; "
         "expand + migrate 24 - 35 s against 3.3 - 3.7 s for "
         "pt-online-schema-change, which failed 3 - 6 application queries "

@@ -273,8 +273,11 @@ class Bench:
 
 
 def syncs():
+    """Release 2's syncs of users, as its expand revision installs them:
+    one group, one trigger per event."""
     from data_migrations import users_display_name, users_email_domain
-    return [users_display_name.SYNC, users_email_domain.SYNC]
+    from manage.column_sync import as_group
+    return [as_group([users_display_name.SYNC, users_email_domain.SYNC])]
 
 
 def plugins(repository):
