@@ -7,6 +7,8 @@ the reason, except under CI (CI=true), where that is a failure.
 """
 
 import os
+import signal
+import sys
 
 import pytest
 
@@ -39,6 +41,12 @@ def server_for(engine):
             pytest.fail(message)
         pytest.skip(message)
     return found
+
+
+def pytest_configure(config):
+    # A run ended by SIGTERM (a timeout, a CI cancel) exits normally, so
+    # that the servers it started are stopped by their atexit handlers.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
 
 
 def pytest_sessionfinish(session, exitstatus):
