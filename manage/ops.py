@@ -86,19 +86,27 @@ def drop_column_sync(table, old=None, new=None, *more):
     offline sync never made them).
     """
     if isinstance(table, column_sync.ColumnSync):
-        syncs = [s for s in (table, old, new) + more if s is not None]
-        _drop_triggers(syncs[0].table, column_sync.group_name(
-            syncs[0].table, [(s.old, s.new) for s in syncs]))
+        group = column_sync.as_group(_declarations(
+            table, old, new, None, None, "new_to_old", more))
+        _drop_triggers(group.table, group.name)
         return
     _drop_triggers(table,
                    column_sync.sync_name(table, _columns(old), _columns(new)))
 
 
 def _declarations(table, old, new, old_to_new, new_to_old, check, more):
-    if isinstance(table, column_sync.ColumnSync):
-        return [s for s in (table, old, new, old_to_new, new_to_old, check)
-                + more if isinstance(s, column_sync.ColumnSync)]
-    return [declare_sync(table, old, new, old_to_new, new_to_old, check)]
+    """The syncs a call names: declarations, or one table's columns."""
+    if not isinstance(table, column_sync.ColumnSync):
+        return [declare_sync(table, old, new, old_to_new, new_to_old, check)]
+    rest = [v for v in (old, new, old_to_new, new_to_old) if v is not None]
+    if check != "new_to_old":
+        rest.append(check)
+    rest += list(more)
+    if not all(isinstance(v, column_sync.ColumnSync) for v in rest):
+        raise column_sync.ColumnSyncError(
+            "give either declarations from declare_sync() or a table and its "
+            "columns, not both")
+    return [table] + rest
 
 
 def declare_copy(table, column, target, target_key, key="id",
