@@ -9,17 +9,32 @@ values extracted from the document must equal the columns.
 from manage.datamigration import SyncBackfill
 from manage.ops import declare_sync
 
+
+
+def _mysql_value(key):
+    """A key's value on MySQL/MariaDB: JSON_EXTRACT, not JSON_VALUE.
+
+    MariaDB's JSON_VALUE returns NULL for malformed JSON without even a
+    warning; JSON_EXTRACT fails (manage runs triggers and backfills in
+    strict mode), as SQLite and PostgreSQL do.  A JSON null is SQL NULL, as
+    on the others.
+    """
+    path = "json_extract({settings}, '$.%s')" % key
+    return "CASE WHEN json_type(%s) = 'NULL' THEN NULL ELSE json_unquote(%s) " \
+        "END" % (path, path)
+
+
 SYNC = declare_sync(
     "users", old="settings", new=["theme", "language"],
     old_to_new={
         "theme": {
             "sqlite": "json_extract({settings}, '$.theme')",
-            "mysql": "json_value({settings}, '$.theme')",
+            "mysql": _mysql_value("theme"),
             "postgresql": "(({settings})::jsonb ->> 'theme')",
         },
         "language": {
             "sqlite": "json_extract({settings}, '$.language')",
-            "mysql": "json_value({settings}, '$.language')",
+            "mysql": _mysql_value("language"),
             "postgresql": "(({settings})::jsonb ->> 'language')",
         },
     },

@@ -24,6 +24,12 @@ from manage.exceptions import ManageError
 Expression = Union[str, Dict[str, str]]
 
 CHECK_DIRECTIONS = ("new_to_old", "old_to_new")
+#: Conflict rules a sync can choose (``reject=``); see :func:`declare`.
+#: ``disagreement``: a write that sets both sides to values that do not
+#: agree is rejected (always on); ``both_sides``: any write that sets both
+#: sides is rejected, even when they agree; ``null``: a write that leaves a
+#: synced column NULL is rejected.
+REJECT_RULES = ("disagreement", "both_sides", "null")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # MySQL and PostgreSQL limit identifiers to 64 and 63 characters.
 MAX_NAME = 48
@@ -41,6 +47,7 @@ class ColumnSync:
     old_to_new: Tuple[Tuple[str, Expression], ...]
     new_to_old: Tuple[Tuple[str, Expression], ...]
     check: str = "new_to_old"
+    reject: Tuple[str, ...] = ("disagreement",)
 
     @property
     def name(self):
@@ -60,6 +67,33 @@ class ColumnSync:
 def sync_name(table, old, new):
     """The identifier of the sync between these columns of a table."""
     return _short("msync_%s_%s_%s" % (table, "_".join(old), "_".join(new)))
+
+
+#: Kinds of column value, for byte equality: ``text`` (compared byte for
+#: byte, without collation), ``binary`` and ``other`` (compared as values).
+KINDS = ("text", "binary", "other")
+
+
+@dataclasses.dataclass(frozen=True)
+class TableShape:
+    """What the triggers of a table need to know of it, reflected at expand.
+
+    ``key``: the primary key columns (empty: unknown; SQLite then finds the
+    row by ``rowid``).  ``kinds``: column name to one of :data:`KINDS`
+    (missing: ``text``, the strict choice).  ``defaults``: column name to
+    the SQL literal of its constant server default; a side that holds only
+    its defaults on insert was not written by the application.
+    """
+
+    key: Tuple[str, ...] = ()
+    kinds: Tuple[Tuple[str, str], ...] = ()
+    defaults: Tuple[Tuple[str, str], ...] = ()
+
+    def kind(self, column):
+        return dict(self.kinds).get(column, "text")
+
+    def default(self, column):
+        return dict(self.defaults).get(column)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,8 +186,12 @@ def declare_copy(table, column, target, target_key, key="id",
 
 
 def declare(table, old, new, old_to_new=None, new_to_old=None,
-            check="new_to_old"):
-    """Build and validate a ColumnSync from the helper's arguments."""
+            check="new_to_old", reject=("disagreement",)):
+    """Build and validate a ColumnSync from the helper's arguments.
+
+    ``reject`` is one rule of :data:`REJECT_RULES` or several; the rule
+    ``disagreement`` always applies.  Raises :class:`ColumnSyncError`.
+    """
     old_cols = _as_columns(old, "old")
     new_cols = _as_columns(new, "new")
     for name in (table,) + old_cols + new_cols:
@@ -165,7 +203,16 @@ def declare(table, old, new, old_to_new=None, new_to_old=None,
         raise ColumnSyncError("check must be one of %s" % (CHECK_DIRECTIONS,))
     forward = _per_column(old_to_new, new_cols, old_cols, "old_to_new")
     backward = _per_column(new_to_old, old_cols, new_cols, "new_to_old")
-    return ColumnSync(table, old_cols, new_cols, forward, backward, check)
+    rules = (reject,) if isinstance(reject, str) else tuple(reject)
+    unknown = set(rules) - set(REJECT_RULES)
+    if unknown:
+        raise ColumnSyncError("unknown conflict rule(s) %s; reject takes %s"
+                              % (", ".join(sorted(unknown)),
+                                 ", ".join(REJECT_RULES)))
+    rules = tuple(r for r in REJECT_RULES
+                  if r in rules or r == "disagreement")
+    return ColumnSync(table, old_cols, new_cols, forward, backward, check,
+                      rules)
 
 
 def _as_columns(value, what):

@@ -53,6 +53,11 @@ class DataMigrationError(ManageError):
         self.failures = list(failures)
 
 
+class DataConversionError(ManageError):
+    """An expression could not convert a value (malformed JSON, a value
+    too long for its column, ...): refused instead of storing NULL."""
+
+
 class LockHeldError(ManageError):
     """Another run holds the run lock of this database."""
 

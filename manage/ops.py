@@ -20,19 +20,25 @@ be run again after a crash (see the end of this module).
 import sqlalchemy as sa
 from alembic import op
 
-from manage import column_sync, dialects, run_context
+from manage import column_sync, dialects, run_context, table_shape
 from manage.exceptions import ManageError
 
 
 def declare_sync(table, old, new, old_to_new=None, new_to_old=None,
-                 check="new_to_old"):
+                 check="new_to_old", reject=("disagreement",)):
     """Declare a column sync without creating it (arguments as below).
 
     Share the declaration between the expand revision (``sync_columns``)
     and the data migration (:class:`manage.datamigration.SyncBackfill`).
+
+    :param reject: the conflict rules, one or several of
+        ``"disagreement"`` (always on: a write that sets both sides to
+        values that do not agree is rejected), ``"both_sides"`` (any write
+        that sets both sides is rejected) and ``"null"`` (a write that
+        leaves a synced column NULL is rejected).
     """
     return column_sync.declare(table, old, new, old_to_new, new_to_old,
-                               check)
+                               check, reject)
 
 
 def sync_columns(table, old=None, new=None, old_to_new=None, new_to_old=None,
@@ -71,9 +77,10 @@ def sync_columns(table, old=None, new=None, old_to_new=None, new_to_old=None,
     if not run_context.current(op.get_context().config).online:
         return group
     support = dialects.get(op.get_context().dialect.name)
+    shape = _shape(group.table)
     for statement in support.drop_sync_sql(group.table, group.name):
         op.execute(statement)
-    for statement in support.create_sync_sql(group):
+    for statement in support.create_sync_sql(group, shape):
         op.execute(statement)
     return group
 
@@ -119,30 +126,45 @@ def declare_copy(table, column, target, target_key, key="id",
 def copy_column_to_table(copy):
     """Carry every write of a column that moves to another table (expand).
 
-    ``copy`` comes from :func:`declare_copy`.  Each insert or update of
-    ``table.column`` by old code upserts the row of ``target`` whose
-    ``target_key`` equals the row's ``key``; setting the column to NULL
-    deletes that row.  ``target_key`` must be unique.  One way only (MySQL
-    forbids a trigger from writing back to the table that fired it): new
-    code writes both places until contract.  No triggers during ``sync``.
+    ``copy`` comes from :func:`declare_copy`.  Both ways: each insert or
+    update of ``table.column`` by old code upserts the row of ``target``
+    whose ``target_key`` equals the row's ``key`` (setting the column to
+    NULL deletes that row), and each insert, update or delete of a
+    ``target`` row by new code sets ``table.column`` (NULL when deleted).
+    So new code writes the new place only, and keeps working when contract
+    drops the old column.  ``target_key`` must be unique.  Each side writes
+    the other only where it differs, so a write's chain of triggers ends at
+    once.  No triggers during ``sync``.
     """
     context = op.get_context()
     if not run_context.current(context.config).online:
         return copy
     support = dialects.get(context.dialect.name)
-    for statement in support.drop_sync_sql(copy.table, copy.name):
+    shape = _shape(copy.table)
+    for statement in support.drop_copy_sql(copy):
         op.execute(statement)
-    for statement in support.create_copy_sql(copy):
+    for statement in support.create_copy_sql(copy, shape):
         op.execute(statement)
     return copy
 
 
 def drop_column_copy(copy):
     """Remove what :func:`copy_column_to_table` made (contract step)."""
-    _drop_triggers(copy.table, copy.name)
+    support = dialects.get(op.get_context().dialect.name)
+    _drop_triggers(copy.table, copy.name, support.drop_copy_sql(copy))
 
 
-def _drop_triggers(table, name):
+def _shape(table):
+    """The table's reflected shape (None when generating SQL offline)."""
+    if op.get_context().as_sql:
+        return None
+    bind = op.get_bind()
+    support = dialects.get(op.get_context().dialect.name)
+    support.prepare_data_session(bind)
+    return table_shape.reflect(bind, table)
+
+
+def _drop_triggers(table, name, statements=None):
     context = op.get_context()
     support = dialects.get(context.dialect.name)
     if not context.as_sql:
@@ -152,7 +174,9 @@ def _drop_triggers(table, name):
         present = set(support.list_sync_triggers(op.get_bind()))
         if not present & set(support.trigger_names(name)):
             return
-    for statement in support.drop_sync_sql(table, name):
+    if statements is None:
+        statements = support.drop_sync_sql(table, name)
+    for statement in statements:
         op.execute(statement)
 
 

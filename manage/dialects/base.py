@@ -51,20 +51,60 @@ class DialectSupport(abc.ABC):
     # -- column sync triggers ----------------------------------------------
     @staticmethod
     @abc.abstractmethod
-    def null_safe_equal(left, right):
-        """SQL that is true when both sides are equal or both NULL."""
+    def null_safe_equal(left, right, kind="text"):
+        """SQL that is true when both values are equal byte for byte, or
+        both NULL; never NULL itself.
+
+        ``kind`` (:data:`manage.column_sync.KINDS`) is the kind of column
+        the values belong to: ``text`` values are compared without their
+        collation (a case-only, accent-only or trailing-space difference is
+        a difference).
+        """
+
+    def consistent_sql(self, sync, column_ref, shape=None):
+        """SQL that is true when one row's two sides of ``sync`` agree.
+
+        Agreement is judged in the sync's check direction, byte for byte;
+        a source side that is all NULL agrees only with an all-NULL target
+        side.  ``column_ref(name)`` renders a column (for a plain query,
+        the dialect's identifier quoting); ``shape`` is the table's
+        :class:`manage.column_sync.TableShape` when known.
+        """
+        from manage.dialects.triggers import TriggerText
+        return TriggerText(sync, self.name, column_ref, self.null_safe_equal,
+                           shape).consistent(column_ref)
 
     @abc.abstractmethod
-    def create_sync_sql(self, sync):
-        """Statements that create the triggers for a ColumnSync."""
+    def create_sync_sql(self, sync, shape=None):
+        """Statements that create the triggers for a ColumnSync (or a group
+        of one table's syncs); ``shape`` is the table's reflected
+        :class:`manage.column_sync.TableShape` (None: unknown)."""
 
     @abc.abstractmethod
     def trigger_names(self, name):
         """Names of the triggers a sync or copy called ``name`` creates."""
 
     @abc.abstractmethod
-    def create_copy_sql(self, copy):
-        """Statements that create the triggers for a ColumnCopy."""
+    def create_copy_sql(self, copy, shape=None):
+        """Statements that create the triggers for a ColumnCopy: both ways,
+        so that old code may write the old column and new code the target
+        table only.  ``shape`` is the source table's TableShape."""
+
+    def drop_copy_sql(self, copy):
+        """Statements that remove a ColumnCopy's triggers (on both tables);
+        harmless when they are absent."""
+        return self.drop_sync_sql(copy.table, copy.name)
+
+    def prepare_data_session(self, connection):
+        """Make expressions on this connection fail instead of silently
+        producing NULL or partial values (MySQL's strict mode); called on
+        the connections that create triggers and run backfills."""
+
+    def raise_for_warnings(self, connection, doing):
+        """Raise DataConversionError if the statement just run on
+        ``connection`` left warnings (a value an expression could not
+        convert); ``doing`` says what ran.  A no-op where the engine raises
+        errors itself."""
 
     @abc.abstractmethod
     def drop_sync_sql(self, table, name):

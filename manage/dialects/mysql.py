@@ -18,7 +18,7 @@ import math
 from manage import backup
 from manage import column_sync
 from manage.dialects import base, triggers
-from manage.exceptions import PrivilegeError
+from manage.exceptions import DataConversionError, PrivilegeError
 
 ER_LOCK_WAIT_TIMEOUT = 1205
 ER_BINLOG_UNSAFE_ROUTINE = 1419
@@ -34,8 +34,14 @@ class MySQLSupport(base.DialectSupport):
     retry_scope = "statement"
 
     @staticmethod
-    def null_safe_equal(left, right):
-        return "(%s) <=> (%s)" % (left, right)
+    def null_safe_equal(left, right, kind="text"):
+        if kind != "text":
+            return "(%s) <=> (%s)" % (left, right)
+        # <=> compares text by its collation ('a' = 'A' = 'a ' in the
+        # defaults): compare the bytes, in one character set so that a
+        # latin1 and a utf8mb4 column holding the same text agree.
+        return ("(CAST(CONVERT(%s USING utf8mb4) AS BINARY) <=> "
+                "CAST(CONVERT(%s USING utf8mb4) AS BINARY))" % (left, right))
 
     # -- engines and sessions ----------------------------------------------
     def engine_options(self):
@@ -54,42 +60,98 @@ class MySQLSupport(base.DialectSupport):
     def is_lock_timeout(self, exc):
         return base.driver_errno(exc) == ER_LOCK_WAIT_TIMEOUT
 
+    def prepare_data_session(self, connection):
+        """Strict mode for this session: an expression that cannot convert
+        a value (malformed JSON, truncation) fails instead of storing NULL.
+        A trigger keeps the sql_mode it was created with, so triggers made
+        on such a session are strict for every writer."""
+        connection.exec_driver_sql(
+            "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@sql_mode, ''), "
+            "'STRICT_ALL_TABLES', 'ERROR_FOR_DIVISION_BY_ZERO')")
+
+    def raise_for_warnings(self, connection, doing):
+        warnings = connection.exec_driver_sql("SHOW WARNINGS LIMIT 3").all()
+        if warnings:
+            raise DataConversionError(
+                "%s: the database could not convert a value (%s); nothing "
+                "was changed by that statement" % (doing, "; ".join(
+                    "%s %s" % (row[1], row[2]) for row in warnings)))
+
     def is_privilege_error(self, exc):
         return base.driver_errno(exc) == ER_BINLOG_UNSAFE_ROUTINE
 
     # -- column sync triggers ----------------------------------------------
     def trigger_names(self, name):
         # Syncs assign NEW before the write; copies need the row's id, so
-        # they run after it.
-        return [name + "_bi", name + "_bu", name + "_ai", name + "_au"]
+        # they run after it; "_t*" are the copy's triggers on its target.
+        return [name + "_bi", name + "_bu", name + "_ai", name + "_au",
+                name + "_tai", name + "_tau", name + "_tad"]
 
-    def create_copy_sql(self, copy):
+    def create_copy_sql(self, copy, shape=None):
+        """Both ways, without session state: each side writes the other
+        only when the other differs, so that the chain a write starts ends
+        at once (and MySQL's error 1442, a trigger writing to the table of
+        the statement that fired it, is never reached)."""
         q = _quote
+        same = self.null_safe_equal
         values = dict(table=q(copy.table), col=q(copy.column),
                       key=q(copy.key), target=q(copy.target),
                       tkey=q(copy.target_key), tcol=q(copy.target_column))
-        upsert = ("INSERT INTO {target} ({tkey}, {tcol}) VALUES "
-                  "(NEW.{key}, NEW.{col}) ON DUPLICATE KEY UPDATE "
-                  "{tcol} = VALUES({tcol})").format(**values)
-        insert_name, update_name = self.trigger_names(copy.name)[2:]
+        v = dict(values)
+        v["target_differs"] = (
+            "NOT EXISTS (SELECT 1 FROM {target} WHERE {tkey} = NEW.{key} "
+            "AND {same})").format(same=same(
+                "{target}.{tcol}".format(**values),
+                "NEW.{col}".format(**values)), **values)
+        v["target_has"] = ("EXISTS (SELECT 1 FROM {target} WHERE {tkey} = "
+                           "NEW.{key})").format(**values)
+        v["source_differs"] = (
+            "EXISTS (SELECT 1 FROM {table} WHERE {key} = NEW.{tkey} AND "
+            "NOT {same})").format(same=same(
+                "{table}.{col}".format(**values),
+                "NEW.{tcol}".format(**values)), **values)
+        v["upsert"] = ("INSERT INTO {target} ({tkey}, {tcol}) VALUES "
+                       "(NEW.{key}, NEW.{col}) ON DUPLICATE KEY UPDATE "
+                       "{tcol} = VALUES({tcol})").format(**values)
+        v["set_back"] = ("UPDATE {table} SET {col} = NEW.{tcol} WHERE "
+                         "{key} = NEW.{tkey}").format(**values)
+        v["clear"] = ("IF EXISTS (SELECT 1 FROM {table} WHERE {key} = "
+                      "OLD.{tkey} AND {col} IS NOT NULL) THEN UPDATE {table} "
+                      "SET {col} = NULL WHERE {key} = OLD.{tkey}; END IF;"
+                      ).format(**values)
+        names = self.trigger_names(copy.name)
         return [
             ("CREATE TRIGGER {name} AFTER INSERT ON {table} FOR EACH ROW\n"
              "BEGIN\n"
-             "  IF NEW.{col} IS NOT NULL THEN {upsert}; END IF;\n"
-             "END").format(name=q(insert_name), upsert=upsert, **values),
+             "  IF NEW.{col} IS NOT NULL AND {target_differs} THEN "
+             "{upsert}; END IF;\n"
+             "END").format(name=q(names[2]), **v),
             ("CREATE TRIGGER {name} AFTER UPDATE ON {table} FOR EACH ROW\n"
              "BEGIN\n"
-             "  IF NOT (NEW.{col} <=> OLD.{col}) THEN\n"
+             "  IF NOT {same} THEN\n"
              "    IF NEW.{col} IS NULL THEN\n"
-             "      DELETE FROM {target} WHERE {tkey} = NEW.{key};\n"
-             "    ELSE {upsert}; END IF;\n"
+             "      IF {target_has} THEN DELETE FROM {target} WHERE "
+             "{tkey} = NEW.{key}; END IF;\n"
+             "    ELSEIF {target_differs} THEN {upsert}; END IF;\n"
              "  END IF;\n"
-             "END").format(name=q(update_name), upsert=upsert, **values),
+             "END").format(name=q(names[3]), same=same(
+                 "NEW." + values["col"], "OLD." + values["col"]), **v),
+            ("CREATE TRIGGER {name} AFTER INSERT ON {target} FOR EACH ROW\n"
+             "BEGIN\n"
+             "  IF {source_differs} THEN {set_back}; END IF;\n"
+             "END").format(name=q(names[4]), **v),
+            ("CREATE TRIGGER {name} AFTER UPDATE ON {target} FOR EACH ROW\n"
+             "BEGIN\n"
+             "  IF NOT (OLD.{tkey} <=> NEW.{tkey}) THEN {clear} END IF;\n"
+             "  IF {source_differs} THEN {set_back}; END IF;\n"
+             "END").format(name=q(names[5]), **v),
+            ("CREATE TRIGGER {name} AFTER DELETE ON {target} FOR EACH ROW\n"
+             "BEGIN\n  {clear}\nEND").format(name=q(names[6]), **v),
         ]
 
-    def create_sync_sql(self, syncs):
+    def create_sync_sql(self, syncs, shape=None):
         group = column_sync.as_group(syncs)
-        blocks = [self._sync_blocks(sync) for sync in group.syncs]
+        blocks = [self._sync_blocks(sync, shape) for sync in group.syncs]
         insert, update = self.trigger_names(group.name)[:2]
         return [
             "CREATE TRIGGER %s BEFORE INSERT ON %s FOR EACH ROW\nBEGIN\n%s"
@@ -100,38 +162,92 @@ class MySQLSupport(base.DialectSupport):
                      "".join(b[1] for b in blocks)),
         ]
 
-    def _sync_blocks(self, sync):
+    def _sync_blocks(self, sync, shape):
         """One sync's blocks in the insert and update trigger bodies."""
         t = triggers.TriggerText(sync, self.name, _quote,
-                                 self.null_safe_equal)
-        new_ref = lambda c: "NEW." + _quote(c)  # noqa: E731
-        message = t.conflict_message[:SIGNAL_MESSAGE_MAX]
-        values = dict(
-            signal="SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = %s"
-                   % triggers.sql_string(message),
-            old_given=t.any_given(sync.old, "NEW."),
-            new_given=t.any_given(sync.new, "NEW."),
-            old_changed=t.any_changed(sync.old),
-            new_changed=t.any_changed(sync.new),
-            consistent=t.consistent(new_ref),
-            set_new="SET " + t.assignments("old_to_new", new_ref, new_ref),
-            set_old="SET " + t.assignments("new_to_old", new_ref, new_ref),
-        )
+                                 self.null_safe_equal, shape)
+        new, old = t.ref("NEW."), t.ref("OLD.")
+
+        def signal(message):
+            return "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = %s" % (
+                triggers.sql_string(message[:SIGNAL_MESSAGE_MAX]))
+        conflict = signal(t.conflict_message)
+        set_new = "SET " + t.assignments("old_to_new", new, new) + ";"
+        set_old = "SET " + t.assignments("new_to_old", new, new) + ";"
+        og, ng = t.any_given(sync.old, "NEW."), t.any_given(sync.new, "NEW.")
+        old_defaults = t.only_defaults(sync.old, new)
+        new_defaults = t.only_defaults(sync.new, new)
+        disagreeing = ["    IF %s THEN DO 0;\n" % t.consistent(new)]
+        if t.rejects("both_sides"):
+            disagreeing[0] = "    IF FALSE THEN DO 0;\n"
+        if old_defaults is not None:
+            disagreeing.append("    ELSEIF %s THEN %s\n" % (old_defaults,
+                                                            set_old))
+        if new_defaults is not None:
+            disagreeing.append("    ELSEIF %s THEN %s\n" % (new_defaults,
+                                                            set_new))
+        disagreeing.append("    ELSE %s;\n    END IF;\n" % conflict)
         insert = (
-            "  IF ({old_given}) AND ({new_given}) THEN\n"
-            "    IF NOT ({consistent}) THEN {signal}; END IF;\n"
-            "  ELSEIF {old_given} THEN {set_new};\n"
-            "  ELSEIF {new_given} THEN {set_old};\n"
-            "  END IF;\n")
+            "  IF ({og}) AND ({ng}) THEN\n{disagreeing}"
+            "  ELSEIF {og} THEN {set_new}\n"
+            "  ELSEIF {ng} THEN {set_old}\n"
+            "  END IF;\n").format(og=og, ng=ng, set_new=set_new,
+                                  set_old=set_old,
+                                  disagreeing="".join(disagreeing))
+        fill = ""
+        if t.fills_partial_update():
+            fill = "    IF NOT (%s) THEN\n%s    END IF;\n" % (
+                t.consistent(old), "".join(
+                    "      IF %s THEN SET %s = (%s); END IF;\n" % (
+                        t.unchanged(c), new(c),
+                        t.computed("old_to_new", c, old))
+                    for c in sync.new))
+        both = ("    %s;\n" % conflict) if t.rejects("both_sides") else (
+            "    IF NOT (%s) THEN %s; END IF;\n" % (t.consistent(new),
+                                                   conflict))
         update = (
-            "  IF ({old_changed}) AND ({new_changed}) THEN\n"
-            "    IF NOT ({consistent}) THEN {signal}; END IF;\n"
-            "  ELSEIF ({old_changed}) THEN\n"
-            "    IF NOT ({consistent}) THEN {set_new}; END IF;\n"
-            "  ELSEIF ({new_changed}) THEN\n"
-            "    IF NOT ({consistent}) THEN {set_old}; END IF;\n"
-            "  END IF;\n")
-        return insert.format(**values), update.format(**values)
+            "  IF ({oc}) AND ({nc}) THEN\n{both}"
+            "  ELSEIF ({oc}) THEN\n"
+            "    IF NOT ({consistent}) THEN {set_new} END IF;\n"
+            "  ELSEIF ({nc}) THEN\n{fill}"
+            "    IF NOT ({consistent}) THEN {set_old} END IF;\n"
+            "  END IF;\n").format(
+                oc=t.any_changed(sync.old), nc=t.any_changed(sync.new),
+                both=both, consistent=t.consistent(new), set_new=set_new,
+                set_old=set_old, fill=fill)
+        if t.rejects("null"):
+            check = "  IF %s THEN %s; END IF;\n" % (
+                t.any_null(sync.old + sync.new, new), signal(t.null_message))
+            insert += check
+            update += "  IF (%s) THEN\n  %s  END IF;\n" % (
+                t.any_changed(sync.old + sync.new), check)
+        return self._strict(t, insert), self._strict(t, update)
+
+    @staticmethod
+    def _strict(t, block):
+        """Refuse the write when the block's expressions left warnings.
+
+        Strict mode makes a failed conversion an error only where a column
+        is assigned; an expression in a condition (is the row consistent?)
+        only warns and yields NULL.  The warnings the application's own
+        statement left before are not counted: only those the block added.
+        """
+        prefix = "manage: cannot convert a value of %s: " % t.sync.table
+        return (
+            "  BEGIN\n"
+            "  DECLARE manage_before, manage_after INT DEFAULT 0;\n"
+            "  DECLARE manage_reason VARCHAR(512);\n"
+            "  GET DIAGNOSTICS manage_before = NUMBER;\n"
+            "%s"
+            "  GET DIAGNOSTICS manage_after = NUMBER;\n"
+            "  IF manage_after > manage_before THEN\n"
+            "    GET DIAGNOSTICS CONDITION manage_after manage_reason = "
+            "MESSAGE_TEXT;\n"
+            "    SET manage_reason = LEFT(CONCAT(%s, manage_reason), %d);\n"
+            "    SIGNAL SQLSTATE '22000' SET MESSAGE_TEXT = manage_reason;\n"
+            "  END IF;\n"
+            "  END;\n" % (block, triggers.sql_string(prefix),
+                          SIGNAL_MESSAGE_MAX))
 
     def drop_sync_sql(self, table, name):
         return ["DROP TRIGGER IF EXISTS %s" % _quote(n)

@@ -30,8 +30,13 @@ class PostgreSQLSupport(base.DialectSupport):
     retry_scope = "transaction"
 
     @staticmethod
-    def null_safe_equal(left, right):
-        return "(%s) IS NOT DISTINCT FROM (%s)" % (left, right)
+    def null_safe_equal(left, right, kind="text"):
+        if kind != "text":
+            return "((%s) IS NOT DISTINCT FROM (%s))" % (left, right)
+        # As text in the "C" collation: a nondeterministic collation or
+        # citext would call 'a' and 'A' equal.
+        return ('(((%s)::text COLLATE "C") IS NOT DISTINCT FROM '
+                '((%s)::text COLLATE "C"))' % (left, right))
 
     def prepare_ddl_session(self, connection, lock_wait_timeout):
         connection.exec_driver_sql(
@@ -44,26 +49,39 @@ class PostgreSQLSupport(base.DialectSupport):
 
     # -- column sync triggers ----------------------------------------------
     def trigger_names(self, name):
-        return [name + "_trg"]
+        return [name + "_trg", name + "_back_trg"]
 
-    def create_copy_sql(self, copy):
+    def create_copy_sql(self, copy, shape=None):
+        """Both ways: each side writes the other only when it differs, so
+        the chain a write starts ends at once."""
         q = _quote
+        same = self.null_safe_equal
+        names = self.trigger_names(copy.name)
         values = dict(table=q(copy.table), col=q(copy.column),
                       key=q(copy.key), target=q(copy.target),
                       tkey=q(copy.target_key), tcol=q(copy.target_column),
                       fn=q(self._function(copy.name)),
-                      trg=q(self.trigger_names(copy.name)[0]))
+                      back_fn=q(self._function(copy.name + "_back")),
+                      trg=q(names[0]), back_trg=q(names[1]))
+        values["target_differs"] = (
+            "NOT EXISTS (SELECT 1 FROM {target} WHERE {tkey} = NEW.{key} "
+            "AND {same})").format(same=same(
+                "{target}.{tcol}".format(**values),
+                "NEW.{col}".format(**values)), **values)
+        values["unchanged"] = same("NEW." + values["col"],
+                                   "OLD." + values["col"])
+        values["source_differs"] = "NOT " + same(
+            "{table}.{col}".format(**values), "NEW.{tcol}".format(**values))
         function = (
             "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger "
             "LANGUAGE plpgsql AS $manage$\n"
             "BEGIN\n"
-            "  IF TG_OP = 'UPDATE' AND NEW.{col} IS NOT DISTINCT FROM "
-            "OLD.{col} THEN\n"
+            "  IF TG_OP = 'UPDATE' AND {unchanged} THEN\n"
             "    RETURN NULL;\n"
             "  END IF;\n"
             "  IF NEW.{col} IS NULL THEN\n"
             "    DELETE FROM {target} WHERE {tkey} = NEW.{key};\n"
-            "  ELSE\n"
+            "  ELSIF {target_differs} THEN\n"
             "    INSERT INTO {target} ({tkey}, {tcol}) VALUES "
             "(NEW.{key}, NEW.{col}) ON CONFLICT ({tkey}) DO UPDATE SET "
             "{tcol} = EXCLUDED.{tcol};\n"
@@ -74,11 +92,42 @@ class PostgreSQLSupport(base.DialectSupport):
         trigger = ("CREATE TRIGGER {trg} AFTER INSERT OR UPDATE OF {col} ON "
                    "{table} FOR EACH ROW EXECUTE FUNCTION {fn}()"
                    ).format(**values)
-        return [function, trigger]
+        back_function = (
+            "CREATE OR REPLACE FUNCTION {back_fn}() RETURNS trigger "
+            "LANGUAGE plpgsql AS $manage$\n"
+            "BEGIN\n"
+            "  IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND "
+            "NEW.{tkey} IS DISTINCT FROM OLD.{tkey}) THEN\n"
+            "    UPDATE {table} SET {col} = NULL WHERE {key} = OLD.{tkey} "
+            "AND {col} IS NOT NULL;\n"
+            "  END IF;\n"
+            "  IF TG_OP <> 'DELETE' THEN\n"
+            "    UPDATE {table} SET {col} = NEW.{tcol} WHERE {key} = "
+            "NEW.{tkey} AND {source_differs};\n"
+            "  END IF;\n"
+            "  RETURN NULL;\n"
+            "END\n"
+            "$manage$").format(**values)
+        back_trigger = (
+            "CREATE TRIGGER {back_trg} AFTER INSERT OR DELETE OR UPDATE OF "
+            "{tkey}, {tcol} ON {target} FOR EACH ROW EXECUTE FUNCTION "
+            "{back_fn}()").format(**values)
+        return [function, trigger, back_function, back_trigger]
 
-    def create_sync_sql(self, syncs):
+    def drop_copy_sql(self, copy):
+        names = self.trigger_names(copy.name)
+        return ["DROP TRIGGER IF EXISTS %s ON %s" % (_quote(names[0]),
+                                                     _quote(copy.table)),
+                "DROP TRIGGER IF EXISTS %s ON %s" % (_quote(names[1]),
+                                                     _quote(copy.target)),
+                "DROP FUNCTION IF EXISTS %s()" % _quote(
+                    self._function(copy.name)),
+                "DROP FUNCTION IF EXISTS %s()" % _quote(
+                    self._function(copy.name + "_back"))]
+
+    def create_sync_sql(self, syncs, shape=None):
         group = column_sync.as_group(syncs)
-        blocks = [self._sync_blocks(sync) for sync in group.syncs]
+        blocks = [self._sync_blocks(sync, shape) for sync in group.syncs]
         function = (
             "CREATE OR REPLACE FUNCTION %s() RETURNS trigger "
             "LANGUAGE plpgsql AS $manage$\n"
@@ -98,45 +147,74 @@ class PostgreSQLSupport(base.DialectSupport):
                 _quote(group.table), _quote(self._function(group.name))))
         return [function, trigger]
 
-    def _sync_blocks(self, sync):
+    def _sync_blocks(self, sync, shape):
         """One sync's blocks in the insert and update branches."""
         t = triggers.TriggerText(sync, self.name, _quote,
-                                 self.null_safe_equal)
-        new_ref = lambda c: "NEW." + _quote(c)  # noqa: E731
-        values = dict(
-            raise_="RAISE EXCEPTION USING ERRCODE = '23514', MESSAGE = %s"
-                   % triggers.sql_string(t.conflict_message),
-            old_given=t.any_given(sync.old, "NEW."),
-            new_given=t.any_given(sync.new, "NEW."),
-            old_changed=t.any_changed(sync.old),
-            new_changed=t.any_changed(sync.new),
-            consistent=t.consistent(new_ref),
-            set_new=self._assignments(t, "old_to_new", new_ref),
-            set_old=self._assignments(t, "new_to_old", new_ref),
-        )
+                                 self.null_safe_equal, shape)
+        new, old = t.ref("NEW."), t.ref("OLD.")
+
+        def raise_(message, code="23514"):
+            return "RAISE EXCEPTION USING ERRCODE = '%s', MESSAGE = %s" % (
+                code, triggers.sql_string(message))
+        conflict = raise_(t.conflict_message)
+        set_new = self._assignments(t, "old_to_new", new)
+        set_old = self._assignments(t, "new_to_old", new)
+        og, ng = t.any_given(sync.old, "NEW."), t.any_given(sync.new, "NEW.")
+        old_defaults = t.only_defaults(sync.old, new)
+        new_defaults = t.only_defaults(sync.new, new)
+        disagreeing = ["      IF %s THEN NULL;\n" % (
+            "FALSE" if t.rejects("both_sides") else t.consistent(new))]
+        if old_defaults is not None:
+            disagreeing.append("      ELSIF %s THEN %s\n" % (old_defaults,
+                                                            set_old))
+        if new_defaults is not None:
+            disagreeing.append("      ELSIF %s THEN %s\n" % (new_defaults,
+                                                            set_new))
+        disagreeing.append("      ELSE %s;\n      END IF;\n" % conflict)
         insert = (
-            "    IF ({old_given}) AND ({new_given}) THEN\n"
-            "      IF NOT ({consistent}) THEN {raise_}; END IF;\n"
-            "    ELSIF {old_given} THEN {set_new}\n"
-            "    ELSIF {new_given} THEN {set_old}\n"
-            "    END IF;\n")
+            "    IF ({og}) AND ({ng}) THEN\n{disagreeing}"
+            "    ELSIF {og} THEN {set_new}\n"
+            "    ELSIF {ng} THEN {set_old}\n"
+            "    END IF;\n").format(og=og, ng=ng, set_new=set_new,
+                                    set_old=set_old,
+                                    disagreeing="".join(disagreeing))
+        fill = ""
+        if t.fills_partial_update():
+            fill = "      IF NOT (%s) THEN\n%s      END IF;\n" % (
+                t.consistent(old), "".join(
+                    "        IF %s THEN %s := (%s); END IF;\n" % (
+                        t.unchanged(c), new(c),
+                        t.computed("old_to_new", c, old))
+                    for c in sync.new))
+        both = ("      %s;\n" % conflict) if t.rejects("both_sides") else (
+            "      IF NOT (%s) THEN %s; END IF;\n" % (t.consistent(new),
+                                                     conflict))
         update = (
-            "    IF ({old_changed}) AND ({new_changed}) THEN\n"
-            "      IF NOT ({consistent}) THEN {raise_}; END IF;\n"
-            "    ELSIF ({old_changed}) THEN\n"
+            "    IF ({oc}) AND ({nc}) THEN\n{both}"
+            "    ELSIF ({oc}) THEN\n"
             "      IF NOT ({consistent}) THEN {set_new} END IF;\n"
-            "    ELSIF ({new_changed}) THEN\n"
+            "    ELSIF ({nc}) THEN\n{fill}"
             "      IF NOT ({consistent}) THEN {set_old} END IF;\n"
-            "    END IF;\n")
-        return insert.format(**values), update.format(**values)
+            "    END IF;\n").format(
+                oc=t.any_changed(sync.old), nc=t.any_changed(sync.new),
+                both=both, consistent=t.consistent(new), set_new=set_new,
+                set_old=set_old, fill=fill)
+        if t.rejects("null"):
+            check = "    IF %s THEN %s; END IF;\n" % (
+                t.any_null(sync.old + sync.new, new),
+                raise_(t.null_message, "23502"))
+            insert += check
+            update += "    IF (%s) THEN\n  %s    END IF;\n" % (
+                t.any_changed(sync.old + sync.new), check)
+        return insert, update
 
     @staticmethod
     def _assignments(t, direction, new_ref):
         sync = t.sync
         targets = sync.new if direction == "old_to_new" else sync.old
         return " ".join(
-            "%s := (%s);" % (new_ref(c), sync.expression(
-                direction, c, "postgresql", new_ref)) for c in targets)
+            "%s := (%s);" % (new_ref(c), t.computed(direction, c, new_ref))
+            for c in targets)
 
     @staticmethod
     def _function(name):

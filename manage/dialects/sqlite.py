@@ -32,8 +32,10 @@ class SQLiteSupport(base.DialectSupport):
     name = "sqlite"
 
     @staticmethod
-    def null_safe_equal(left, right):
-        return "(%s) IS (%s)" % (left, right)
+    def null_safe_equal(left, right, kind="text"):
+        # IS compares with the left operand's collation (NOCASE, RTRIM...):
+        # BINARY compares the bytes.
+        return "((%s) COLLATE BINARY IS (%s) COLLATE BINARY)" % (left, right)
 
     def configure_engine(self, engine):
         # pysqlite does not BEGIN before DDL; take over transaction control so
@@ -54,12 +56,12 @@ class SQLiteSupport(base.DialectSupport):
         return "database is locked" in str(getattr(exc, "orig", exc))
 
     # -- column sync triggers ----------------------------------------------
-    def create_sync_sql(self, syncs):
+    def create_sync_sql(self, syncs, shape=None):
         group = column_sync.as_group(syncs)
         table = _quote(group.table)
         inserts, updates, changed = [], [], []
         for sync in group.syncs:
-            insert, update, when = self._sync_statements(sync, table)
+            insert, update, when = self._sync_statements(sync, table, shape)
             inserts.append(insert)
             updates.append(update)
             changed.append(when)
@@ -74,71 +76,141 @@ class SQLiteSupport(base.DialectSupport):
                 " OR ".join(changed), "".join(updates)),
         ]
 
-    def _sync_statements(self, sync, table):
-        """One sync's statements in the insert and update trigger bodies."""
+    @staticmethod
+    def _row(shape, prefix="NEW."):
+        """The condition that finds the row the trigger fired for."""
+        if shape is None or not shape.key:
+            return "rowid = %srowid" % prefix
+        return " AND ".join("%s IS %s%s" % (_quote(c), prefix, _quote(c))
+                            for c in shape.key)
+
+    def _sync_statements(self, sync, table, shape):
+        """One sync's statements in the insert and update trigger bodies.
+
+        SQLite triggers cannot assign to NEW: each step is a statement on the
+        stored row, guarded by conditions on NEW and OLD (the values of the
+        application's write, which later steps do not change).
+        """
         t = triggers.TriggerText(sync, self.name, _quote,
-                                 self.null_safe_equal)
-        plain = _quote  # inside the UPDATE, columns are the stored row's
-        values = dict(
-            table=table, row="rowid = NEW.rowid",
-            raise_conflict="SELECT RAISE(ABORT, %s) FROM %s WHERE "
-            "rowid = NEW.rowid AND " % (
-                triggers.sql_string(t.conflict_message), table),
-            old_given=t.any_given(sync.old, "NEW."),
-            new_given=t.any_given(sync.new, "NEW."),
-            old_changed=t.any_changed(sync.old),
-            new_changed=t.any_changed(sync.new),
-            consistent=t.consistent(plain),
-            set_new=t.assignments("old_to_new", plain, plain),
-            set_old=t.assignments("new_to_old", plain, plain),
-        )
-        insert = (
-            "  {raise_conflict}({old_given}) AND ({new_given}) "
-            "AND NOT ({consistent});\n"
-            "  UPDATE {table} SET {set_new} WHERE {row} "
-            "AND ({old_given}) AND NOT ({new_given});\n"
-            "  UPDATE {table} SET {set_old} WHERE {row} "
-            "AND NOT ({old_given}) AND ({new_given});\n")
-        update = (
-            "  {raise_conflict}({old_changed}) AND ({new_changed}) "
-            "AND NOT ({consistent});\n"
-            "  UPDATE {table} SET {set_new} WHERE {row} "
-            "AND ({old_changed}) AND NOT ({new_changed}) "
-            "AND NOT ({consistent});\n"
-            "  UPDATE {table} SET {set_old} WHERE {row} "
-            "AND NOT ({old_changed}) AND ({new_changed}) "
-            "AND NOT ({consistent});\n")
-        when = "({old_changed}) OR ({new_changed})".format(**values)
-        return insert.format(**values), update.format(**values), when
+                                 self.null_safe_equal, shape)
+        plain, new, old = t.ref(""), t.ref("NEW."), t.ref("OLD.")
+        row = self._row(shape)
+
+        def abort(message, condition):
+            return ("  SELECT RAISE(ABORT, %s) FROM %s WHERE %s AND (%s);\n"
+                    % (triggers.sql_string(message), table, row, condition))
+
+        def update(assignments, condition):
+            return "  UPDATE %s SET %s WHERE %s AND (%s);\n" % (
+                table, assignments, row, condition)
+
+        og, ng = t.any_given(sync.old, "NEW."), t.any_given(sync.new, "NEW.")
+        both = "(%s) AND (%s)" % (og, ng)
+        disagree = "%s AND NOT (%s)" % (both, t.consistent(new))
+        old_defaults = t.only_defaults(sync.old, new)
+        new_defaults = t.only_defaults(sync.new, new)
+        # On insert, a side holding only its server defaults yields.
+        take_new = "FALSE" if old_defaults is None else             "%s AND (%s)" % (disagree, old_defaults)
+        take_old = "FALSE" if new_defaults is None else             "%s AND (%s) AND NOT (%s)" % (disagree, new_defaults,
+                                         take_new)
+        insert = []
+        if t.rejects("both_sides"):
+            insert.append(abort(t.conflict_message, "%s AND NOT (%s) AND "
+                                "NOT (%s)" % (both, take_new, take_old)))
+        insert += [
+            abort(t.conflict_message, "%s AND NOT (%s) AND NOT (%s)" % (
+                disagree, take_new, take_old)),
+            update(t.assignments("old_to_new", plain, plain),
+                   "((%s) AND NOT (%s)) OR (%s)" % (og, ng, take_old)),
+            update(t.assignments("new_to_old", plain, plain),
+                   "(NOT (%s) AND (%s)) OR (%s)" % (og, ng, take_new)),
+        ]
+        oc, nc = t.any_changed(sync.old), t.any_changed(sync.new)
+        update_steps = []
+        if t.rejects("both_sides"):
+            update_steps.append(abort(t.conflict_message,
+                                      "(%s) AND (%s)" % (oc, nc)))
+        update_steps += [
+            abort(t.conflict_message, "(%s) AND (%s) AND NOT (%s)" % (
+                oc, nc, t.consistent(new))),
+            update(t.assignments("old_to_new", plain, plain),
+                   "(%s) AND NOT (%s) AND NOT (%s)" % (
+                       oc, nc, t.consistent(plain))),
+        ]
+        if t.fills_partial_update():
+            update_steps.append(update(", ".join(
+                "%s = CASE WHEN %s THEN (%s) ELSE %s END" % (
+                    plain(c), t.unchanged(c),
+                    t.computed("old_to_new", c, old), plain(c))
+                for c in sync.new),
+                "NOT (%s) AND (%s) AND NOT (%s)" % (oc, nc,
+                                                   t.consistent(old))))
+        update_steps.append(update(
+            t.assignments("new_to_old", plain, plain),
+            "NOT (%s) AND (%s) AND NOT (%s)" % (oc, nc, t.consistent(plain))))
+        if t.rejects("null"):
+            synced = sync.old + sync.new
+            insert.append(abort(t.null_message, t.any_null(synced, plain)))
+            update_steps.append(abort(t.null_message, t.any_null(
+                synced, plain)))
+        when = "(%s) OR (%s)" % (oc, nc)
+        return "".join(insert), "".join(update_steps), when
 
     def trigger_names(self, name):
-        return [name + "_ai", name + "_au", name + "_ad"]
+        return [name + "_ai", name + "_au", name + "_ad",
+                name + "_tai", name + "_tau", name + "_tad"]
 
-    def create_copy_sql(self, copy):
+    def create_copy_sql(self, copy, shape=None):
         q = _quote
-        upsert = (
-            "INSERT INTO {target} ({tkey}, {tcol}) SELECT NEW.{key}, "
-            "NEW.{col} WHERE NEW.{col} IS NOT NULL ON CONFLICT ({tkey}) "
-            "DO UPDATE SET {tcol} = excluded.{tcol}")
+        same = self.null_safe_equal
         values = dict(table=q(copy.table), col=q(copy.column),
                       key=q(copy.key), target=q(copy.target),
                       tkey=q(copy.target_key), tcol=q(copy.target_column))
-        insert_name, update_name, delete_name = self.trigger_names(copy.name)
+        values["differs"] = "NOT EXISTS (SELECT 1 FROM {target} WHERE " \
+            "{tkey} = NEW.{key} AND {same})".format(
+                same=same("{target}.{tcol}".format(**values),
+                          "NEW.{col}".format(**values)), **values)
+        values["back_differs"] = "NOT " + same(
+            "{table}.{col}".format(**values), "NEW.{tcol}".format(**values))
+        upsert = (
+            "INSERT INTO {target} ({tkey}, {tcol}) SELECT NEW.{key}, "
+            "NEW.{col} WHERE NEW.{col} IS NOT NULL AND {differs} "
+            "ON CONFLICT ({tkey}) DO UPDATE SET {tcol} = excluded.{tcol}")
+        names = self.trigger_names(copy.name)
         return [
+            # Old code writes the old column: carried to the target table.
             ("CREATE TRIGGER {name} AFTER INSERT ON {table} FOR EACH ROW\n"
              "BEGIN\n  " + upsert + ";\nEND").format(
-                 name=q(insert_name), **values),
+                 name=q(names[0]), **values),
             ("CREATE TRIGGER {name} AFTER UPDATE OF {col} ON {table} "
-             "FOR EACH ROW WHEN NEW.{col} IS NOT OLD.{col}\n"
+             "FOR EACH ROW WHEN NOT {same}\n"
              "BEGIN\n"
              "  DELETE FROM {target} WHERE {tkey} = NEW.{key} "
              "AND NEW.{col} IS NULL;\n  " + upsert + ";\nEND").format(
-                 name=q(update_name), **values),
+                 name=q(names[1]), same=same("NEW." + values["col"],
+                                             "OLD." + values["col"]),
+                 **values),
             # SQLite enforces foreign keys only when the application turns
             # them on: remove the copied row with its source row.
             ("CREATE TRIGGER {name} AFTER DELETE ON {table} FOR EACH ROW\n"
              "BEGIN\n  DELETE FROM {target} WHERE {tkey} = OLD.{key};\nEND"
-             ).format(name=q(delete_name), **values),
+             ).format(name=q(names[2]), **values),
+            # New code writes the target table only: carried back.
+            ("CREATE TRIGGER {name} AFTER INSERT ON {target} FOR EACH ROW\n"
+             "BEGIN\n  UPDATE {table} SET {col} = NEW.{tcol} WHERE {key} = "
+             "NEW.{tkey} AND {back_differs};\nEND").format(
+                 name=q(names[3]), **values),
+            ("CREATE TRIGGER {name} AFTER UPDATE OF {tkey}, {tcol} ON "
+             "{target} FOR EACH ROW\nBEGIN\n"
+             "  UPDATE {table} SET {col} = NULL WHERE {key} = OLD.{tkey} "
+             "AND OLD.{tkey} IS NOT NEW.{tkey} AND {col} IS NOT NULL;\n"
+             "  UPDATE {table} SET {col} = NEW.{tcol} WHERE {key} = "
+             "NEW.{tkey} AND {back_differs};\nEND").format(
+                 name=q(names[4]), **values),
+            ("CREATE TRIGGER {name} AFTER DELETE ON {target} FOR EACH ROW\n"
+             "BEGIN\n  UPDATE {table} SET {col} = NULL WHERE {key} = "
+             "OLD.{tkey} AND {col} IS NOT NULL;\nEND").format(
+                 name=q(names[5]), **values),
         ]
 
     def drop_sync_sql(self, table, name):
