@@ -348,3 +348,30 @@ def test_malformed_json_written_after_expand_is_refused(db_url, app):
                   " settings) VALUES (2, 'b', 'b@y.org', 'y.org', 'no json')")
     assert app.rows("SELECT id, settings, theme FROM users") == \
         [(1, '{"theme": "dark"}', None)]
+
+
+# -- column types: enums and JSON documents ------------------------------------
+ENUM_TABLE = {
+    "sqlite": ["CREATE TABLE tasks (id INTEGER PRIMARY KEY, "
+               "state TEXT CHECK (state IN ('open', 'done')), "
+               "status TEXT CHECK (status IN ('open', 'done', 'Open')))"],
+    "mysql": ["CREATE TABLE tasks (id INTEGER PRIMARY KEY, "
+              "state ENUM('open', 'done') NULL, "
+              "status ENUM('open', 'done', 'waiting') NULL)"],
+    "postgresql": ["CREATE TYPE task_state AS ENUM ('open', 'done')",
+                   "CREATE TYPE task_status AS ENUM ('open', 'done', "
+                   "'waiting')",
+                   "CREATE TABLE tasks (id INTEGER PRIMARY KEY, "
+                   "state task_state NULL, status task_status NULL)"],
+}
+
+
+def test_enum_columns_of_two_types(db_url, engine_name, app):
+    ddl(db_url, *ENUM_TABLE[engine_name])
+    install(db_url, declare_sync("tasks", "state", "status"))
+    app.write("INSERT INTO tasks (id, state) VALUES (1, 'open')")
+    app.write("INSERT INTO tasks (id, status) VALUES (2, 'done')")
+    app.write("UPDATE tasks SET state = 'done' WHERE id = 1")
+    app.write("UPDATE tasks SET status = 'open' WHERE id = 2")
+    assert app.rows("SELECT id, state, status FROM tasks ORDER BY id") == \
+        [(1, "done", "done"), (2, "open", "open")]
