@@ -64,6 +64,16 @@ class ColumnSync:
         return render(mapping[column], dialect, render_column)
 
 
+def is_identity(sync):
+    """Whether every expression of a sync copies one column unchanged."""
+    def plain(expression):
+        texts = expression.values() if isinstance(expression, dict) \
+            else [expression]
+        return all(re.match(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$", t.strip())
+                   for t in texts)
+    return all(plain(e) for _, e in sync.old_to_new + sync.new_to_old)
+
+
 def sync_name(table, old, new):
     """The identifier of the sync between these columns of a table."""
     return _short("msync_%s_%s_%s" % (table, "_".join(old), "_".join(new)))
