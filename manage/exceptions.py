@@ -53,6 +53,11 @@ class DataMigrationError(ManageError):
         self.failures = list(failures)
 
 
+class ShapeError(ManageError):
+    """A table, column or trigger that a sync or copy cannot support;
+    refused at expand, naming the table and the reason."""
+
+
 class DataConversionError(ManageError):
     """An expression could not convert a value (malformed JSON, a value
     too long for its column, ...): refused instead of storing NULL."""

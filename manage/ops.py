@@ -78,6 +78,8 @@ def sync_columns(table, old=None, new=None, old_to_new=None, new_to_old=None,
         return group
     support = dialects.get(op.get_context().dialect.name)
     shape = _shape(group.table)
+    if shape is not None:
+        support.check_foreign_triggers(op.get_bind(), group)
     for statement in support.drop_sync_sql(group.table, group.name):
         op.execute(statement)
     for statement in support.create_sync_sql(group, shape):

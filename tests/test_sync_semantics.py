@@ -375,3 +375,29 @@ def test_enum_columns_of_two_types(db_url, engine_name, app):
     app.write("UPDATE tasks SET status = 'open' WHERE id = 2")
     assert app.rows("SELECT id, state, status FROM tasks ORDER BY id") == \
         [(1, "done", "done"), (2, "open", "open")]
+
+
+def test_postgresql_trigger_of_its_own_running_after_the_sync(db_url,
+                                                              engine_name,
+                                                              app):
+    """PostgreSQL runs BEFORE triggers in name order: one that sorts after
+    manage's and changes a synced column is refused at expand."""
+    if engine_name != "postgresql":
+        pytest.skip("PostgreSQL orders triggers by name")
+    from manage.exceptions import ShapeError
+    helpers.deploy(db_url, 1).sync()
+    ddl(db_url,
+        "CREATE FUNCTION trim_name() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN NEW.name := trim(NEW.name); RETURN NEW; END $$",
+        "CREATE TRIGGER zz_trim_name BEFORE INSERT OR UPDATE ON users "
+        "FOR EACH ROW EXECUTE FUNCTION trim_name()")
+    before = helpers.schema_snapshot(db_url)
+    with pytest.raises(ShapeError, match="zz_trim_name.*users.name"):
+        helpers.deploy(db_url, 2).expand()
+    assert helpers.schema_snapshot(db_url) == before
+    # Renamed to run first, it is accepted and its change is synced.
+    ddl(db_url, "ALTER TRIGGER zz_trim_name ON users RENAME TO a_trim_name")
+    helpers.deploy(db_url, 2).expand()
+    app.write("INSERT INTO users (id, name, email) VALUES (1, ' ann ', "
+              "'a@x.org')")
+    assert app.one("SELECT name, display_name FROM users") == ("ann", "ann")

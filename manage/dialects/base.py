@@ -95,6 +95,11 @@ class DialectSupport(abc.ABC):
         harmless when they are absent."""
         return self.drop_sync_sql(copy.table, copy.name)
 
+    def check_foreign_triggers(self, connection, group):
+        """Raise ShapeError when a trigger of the application's own on the
+        group's table would change a synced column after the sync's
+        trigger ran (the change would not be synced)."""
+
     def prepare_data_session(self, connection):
         """Make expressions on this connection fail instead of silently
         producing NULL or partial values (MySQL's strict mode); called on

@@ -11,11 +11,13 @@ and retried after a backoff.  The run lock is a session advisory lock.
 
 import contextlib
 import hashlib
+import re
 import time
 
 from manage import backup
 from manage import column_sync
 from manage.dialects import base, triggers
+from manage.exceptions import ShapeError
 
 
 def _quote(name):
@@ -207,6 +209,32 @@ class PostgreSQLSupport(base.DialectSupport):
             update += "    IF (%s) THEN\n  %s    END IF;\n" % (
                 t.any_changed(sync.old + sync.new), check)
         return insert, update
+
+    def check_foreign_triggers(self, connection, group):
+        """PostgreSQL runs a table's BEFORE row triggers in name order: one
+        of the application's that sorts after the sync's trigger and
+        assigns a synced column of NEW would change it unseen."""
+        group = column_sync.as_group(group)
+        ours = self.trigger_names(group.name)[0]
+        rows = connection.exec_driver_sql(
+            "SELECT t.tgname, p.prosrc FROM pg_trigger t JOIN pg_proc p ON "
+            "p.oid = t.tgfoid WHERE t.tgrelid = to_regclass(%(table)s) "
+            "AND NOT t.tgisinternal AND t.tgtype & 3 = 3 "
+            "AND t.tgname COLLATE \"C\" > %(ours)s COLLATE \"C\" "
+            "AND t.tgname NOT LIKE 'msync\\_%%'",
+            {"table": _quote(group.table), "ours": ours}).fetchall()
+        for name, source in rows:
+            for column in group.columns():
+                if re.search(r'\bNEW\s*\.\s*"?%s"?\s*:?=' % re.escape(column),
+                             source or "", re.I):
+                    raise ShapeError(
+                        "table %s has its own trigger %s, which PostgreSQL "
+                        "runs after manage's sync trigger %s (triggers run in "
+                        "name order) and which changes %s.%s: a value it "
+                        "writes would not be synced. Rename it to sort before "
+                        "%s, then run expand again; nothing was changed"
+                        % (group.table, name, ours, group.table, column,
+                           ours))
 
     @staticmethod
     def _assignments(t, direction, new_ref):
