@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the database servers the test and benchmark suites start on their own (tests/dbservers.py):
-# MariaDB (mariadbd), PostgreSQL 15 (initdb, postgres) and percona-toolkit (pt-online-schema-change).
+# MariaDB (mariadbd), PostgreSQL 15 (initdb, postgres), percona-toolkit (pt-online-schema-change) and the
+# sqlite3 shell (a documentation page is run in it).
 # Installs only what is missing; quick no-op when everything is present. Never needs the distro's services:
 # they are kept from starting during the install, and stopped and disabled if systemd started them anyway.
 set -euo pipefail
@@ -12,6 +13,7 @@ missing=()
 command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
 { [ -x "$PG_BIN/postgres" ] && [ -x "$PG_BIN/initdb" ]; } || missing+=(postgresql-15)
 command -v pt-online-schema-change >/dev/null 2>&1 || missing+=(percona-toolkit)
+command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)  # doc/concepts.rst runs a session in it
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
