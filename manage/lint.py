@@ -74,8 +74,16 @@ class _Statements:
 
 
 def check(repository, dialects=None):
-    """Lint every revision of ``repository`` for each dialect."""
-    findings = []
+    """Lint every revision of ``repository`` for each dialect.
+
+    ``repository`` is a :class:`manage.repository.Repository`, best loaded
+    with ``strict=False``: each broken rule of the two branches it recorded
+    (:attr:`~manage.repository.Repository.problems`) is a finding, with the
+    text loading it strictly raises.  Returns a :class:`LintResult`; raises
+    :class:`ManageError` for an unknown dialect name.
+    """
+    findings = [Finding(p.revision, None, p.message)
+                for p in getattr(repository, "problems", ())]
     revisions = [r for branch in BRANCHES for r in repository.chain(branch)]
     for revision in revisions:
         try:
