@@ -41,12 +41,12 @@ class Problem:
 class Repository:
     """Read-only view of a migration repository's revision graph.
 
-    Loading it checks the shape of the two branches (the rules are in
-    doc/writing-migrations.rst, "The two branches"): every expand revision
-    follows and depends on expand revisions only; every contract revision
-    follows contract revisions only and depends on at least one expand
-    revision, and on expand revisions only, in the order of the contract
-    branch; each revision file sits in the folder of its branch.
+    Loading it checks the shape of the two branches (doc/writing-
+    migrations.rst, "The shape of the two branches"): every expand
+    revision follows and depends on expand revisions only; every contract
+    revision follows contract revisions only and depends on at least one
+    expand revision, and on expand revisions only, in the order of the
+    contract branch; each revision file sits in the folder of its branch.
 
     :param path: the repository folder (default: the bundled one).
     :param strict: True (the default) raises :class:`RepositoryError` for
