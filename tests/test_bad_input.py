@@ -323,6 +323,24 @@ def _(ctx):
     return ["--config-file", ctx.conf(repository=repo), "db", "expand"]
 
 
+@case("expand-depends-on-contract", 1, "revision r3_expand02 (expand/"
+      "r3_expand02_settings_address.py) is an expand revision that depends "
+      "on contract revision r3_contract01")
+def _(ctx):
+    repo = ctx.repo(lambda p: helpers.edit_revision(
+        p, "r3_expand02", "depends_on = None", 'depends_on = "r3_contract01"'))
+    return ["--config-file", ctx.conf(repository=repo), "db", "expand"]
+
+
+@case("contract-without-depends-on", 1, "revision r3_contract01 (contract/"
+      "r3_contract01_drop_is_public.py) is a contract revision that depends "
+      "on no expand revision")
+def _(ctx):
+    repo = ctx.repo(lambda p: helpers.edit_revision(
+        p, "r3_contract01", 'depends_on = "r3_expand01"', "depends_on = None"))
+    return ["--config-file", ctx.conf(repository=repo), "db", "contract"]
+
+
 # -- backups -----------------------------------------------------------------
 @case("restore-file-missing", 1, "backup file /nonexistent/b.sqlite does not "
       "exist", per_engine=True)

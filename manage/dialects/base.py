@@ -153,6 +153,18 @@ class DialectSupport(abc.ABC):
         raise UnsupportedDialectError("restores of %s databases are not "
                                       "supported" % self.name)
 
+    # -- the installed sync triggers (manage.verify) -------------------------
+    def describe_sync_triggers(self, connection):
+        """The sync and copy triggers present, as ``{trigger name: (table,
+        definition)}``: the table each is on and its definition as the
+        catalog holds it (text that changes when the trigger, its function
+        or its enabled state changes; None where it cannot be read).
+
+        This default knows the names only (table and definition None).
+        """
+        return {name: (None, None)
+                for name in self.list_sync_triggers(connection)}
+
 
 def raise_lock_held(timeout, holder="", describe_holder=None):
     """Give up on the run lock, naming its holder when that can be told."""

@@ -341,3 +341,15 @@ class MySQLSupport(base.DialectSupport):
                              "--binary-mode", engine.url.database],
                             "restoring", stdin_path=path,
                             stdin_prefix=prefix.encode())
+
+    # -- the installed sync triggers (manage.verify) -------------------------
+    def describe_sync_triggers(self, connection):
+        """Name, table, and timing, event and body from
+        information_schema.triggers."""
+        rows = connection.exec_driver_sql(
+            "SELECT trigger_name, event_object_table, action_timing, "
+            "event_manipulation, action_statement "
+            "FROM information_schema.triggers "
+            "WHERE trigger_schema = DATABASE()")
+        return {r[0]: (r[1], "%s %s %s" % (r[2], r[3], r[4]))
+                for r in rows if r[0].startswith("msync_")}

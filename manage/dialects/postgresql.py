@@ -309,6 +309,19 @@ class PostgreSQLSupport(base.DialectSupport):
                              engine.url.database, path],
                             "restoring", env=env)
 
+    # -- the installed sync triggers (manage.verify) -------------------------
+    def describe_sync_triggers(self, connection):
+        """Name, table, and the trigger's definition, enabled state and
+        its function's body, from the catalog of the current schema."""
+        rows = connection.exec_driver_sql(
+            "SELECT t.tgname, c.relname, pg_get_triggerdef(t.oid) || ' ' || "
+            "t.tgenabled::text || ' ' || p.prosrc "
+            "FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "JOIN pg_proc p ON p.oid = t.tgfoid "
+            "WHERE NOT t.tgisinternal "
+            "AND c.relnamespace = current_schema()::regnamespace")
+        return {r[0]: (r[1], r[2]) for r in rows if r[0].startswith("msync_")}
+
 
 #: What a restore drops first: the objects of the current schema.
 _OBJECTS = """

@@ -279,6 +279,14 @@ class SQLiteSupport(base.DialectSupport):
                                   "quick_check); nothing was restored" % path)
         _copy(path, _file_of(engine))
 
+    # -- the installed sync triggers (manage.verify) -------------------------
+    def describe_sync_triggers(self, connection):
+        """Name, table and the CREATE TRIGGER text SQLite keeps."""
+        rows = connection.exec_driver_sql(
+            "SELECT name, tbl_name, sql FROM sqlite_master "
+            "WHERE type = 'trigger' AND name LIKE 'msync%'")
+        return {r[0]: (r[1], r[2]) for r in rows if r[0].startswith("msync_")}
+
 
 def _file_of(engine):
     path = engine.url.database
