@@ -19,6 +19,17 @@ from manage.exceptions import RepositoryError
 EXPAND = "expand"
 CONTRACT = "contract"
 BRANCHES = (EXPAND, CONTRACT)
+#: The helpers of :mod:`manage.ops` that belong to the other branch.  The
+#: DDL guard lets expand drop sync triggers (it re-creates them), so a sync
+#: dropped by an expand revision would go unnoticed until the data is lost.
+WRONG_HELPERS = {EXPAND: frozenset(("drop_column_sync", "drop_column_copy")),
+                 CONTRACT: frozenset(("sync_columns",
+                                      "copy_column_to_table"))}
+HELPER_REASON = {
+    EXPAND: "which removes the triggers that carry old code's writes while "
+            "old code still runs",
+    CONTRACT: "which installs triggers after the new code is deployed, when "
+              "contract may only remove"}
 
 
 def bundled_path():
@@ -268,6 +279,14 @@ class Repository:
                 "changes it completes, and follows the contract revision "
                 "before it through down_revision only: remove %r from its "
                 "depends_on" % (self._branch_name(bad[0]), bad[0], bad[0]))
+        wrong = sorted(self._calls(rev) & WRONG_HELPERS[branch])
+        if wrong:
+            return 6, (
+                "is a%s %s revision that calls %s, %s; move the call to %s "
+                "revision" % ("n" if branch == EXPAND else "", branch,
+                              wrong[0], HELPER_REASON[branch],
+                              "the contract" if branch == EXPAND else
+                              "an expand"))
         if branch == CONTRACT and not needs:
             return 5, (
                 "is a contract revision that depends on no expand revision; "
@@ -276,6 +295,13 @@ class Repository:
                 "the expand revision whose changes it completes (depends_on "
                 "= \"<expand revision>\")")
         return 0, None
+
+    @staticmethod
+    def _calls(rev):
+        """The names ``upgrade()`` of a revision refers to."""
+        code = getattr(getattr(rev.module, "upgrade", None), "__code__",
+                       None)
+        return set(code.co_names) if code is not None else set()
 
     def _branch_name(self, revision):
         return self.branch_of(revision) or "unlabelled"

@@ -105,6 +105,25 @@ CASES = {
         "address.py) sits in expand/ but is on the contract branch (it "
         "follows r3_contract01); move the file to contract/, or set its "
         "down_revision to the revision before it in expand/"),
+    "expand_drops_a_sync": (
+        [("r3_expand02", "    sync_columns(users_settings.SYNC)\n",
+          "    sync_columns(users_settings.SYNC)\n"
+          "    from manage.ops import drop_column_sync\n"
+          "    drop_column_sync(users_settings.SYNC)\n")],
+        "r3_expand02",
+        "revision r3_expand02 (expand/r3_expand02_settings_address.py) is an "
+        "expand revision that calls drop_column_sync, which removes the "
+        "triggers that carry old code's writes while old code still runs; "
+        "move the call to the contract revision"),
+    "contract_installs_a_sync": (
+        [("r3_contract01", "    drop_column_sync(projects_visibility.SYNC)\n",
+          "    from manage import ops\n"
+          "    ops.sync_columns(projects_visibility.SYNC)\n")],
+        "r3_contract01",
+        "revision r3_contract01 (contract/r3_contract01_drop_is_public.py) "
+        "is a contract revision that calls sync_columns, which installs "
+        "triggers after the new code is deployed, when contract may only "
+        "remove; move the call to an expand revision"),
     "revision_on_neither_branch": (
         [("r3_expand02", 'down_revision = "r3_expand01"',
           'down_revision = None')],
