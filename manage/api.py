@@ -17,7 +17,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import exc as sa_exc
 
 from manage import (backup, database, ddl_guard, dialects, journal, lint,
-                    run_context, version_table as vt)
+                    run_context, sync_registry, verify,
+                    version_table as vt)
 from manage.config import Settings
 from manage.datamigration import loader
 from manage.datamigration.runner import MigrateResult, Runner, count_pending
@@ -26,7 +27,8 @@ from manage.exceptions import (DataMigrationError, ForeignDatabaseError,
                                LockTimeoutError, OutOfOrderError,
                                PrivilegeError, UnknownRevisionError)
 from manage.repository import CONTRACT, EXPAND, Repository
-from manage.status import BranchState, CompositeVersion, DataMigrationState
+from manage.status import (BranchState, CompositeVersion,
+                            DataMigrationState, SyncCheck)
 
 ALEMBIC_TABLE = "alembic_version"
 
@@ -37,6 +39,9 @@ class PhaseResult:
     branch: str
     applied: List[str]
     revision: Optional[str]
+    #: Syncs and copies whose triggers expand found missing or changed and
+    #: re-created (manage.verify).
+    repaired: List[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -106,7 +111,7 @@ class Manager:
                 if on_backup is not None:
                     on_backup(saved)
             expanded = self._expand(online=False)
-            migrated = self._migrate(None)
+            migrated = self._migrate(None, online=False)
             contracted = self._contract(online=False)
             return SyncResult(expanded, migrated, contracted, saved)
 
@@ -152,15 +157,40 @@ class Manager:
             composite = self._inspect(conn)
             if online:
                 self._check_trigger_privileges(conn, composite.expand.pending)
-        return self._upgrade(EXPAND, online)
+        result = self._upgrade(EXPAND, online)
+        if online:
+            result.repaired = self._repair_syncs()
+            with self._connect("reading the column syncs") as conn:
+                result.repaired = sorted(set(result.repaired) | {
+                    e.name for e in sync_registry.read(conn)
+                    if e.repaired_after in result.applied})
+        return result
 
-    def _migrate(self, max_count, observer=None, load_checks=()):
+    def _repair_syncs(self):
+        """Re-create the recorded syncs and copies whose triggers are not
+        as expand made them (a table rebuilt since); their names."""
+        with database.translate_errors(self.settings.connection,
+                                       "re-creating the sync triggers"):
+            with self.engine.connect() as conn:
+                self.support.prepare_ddl_session(
+                    conn, self.settings.lock_wait_timeout)
+                if conn.in_transaction():
+                    conn.commit()  # session settings stay
+                with conn.begin():
+                    return verify.repair(conn, self.support,
+                                         sync_registry.read(conn))
+
+    def _migrate(self, max_count, observer=None, load_checks=(),
+                 online=True):
         with self._connect("inspecting the database") as conn:
             composite = self._inspect(conn)
-        self._require_expanded(composite, "data migrations need the "
-                               "expanded schema")
+            self._require_expanded(composite, "data migrations need the "
+                                   "expanded schema")
+            if online:
+                verify.require_installed(conn, self.support, "migrate")
         runner = Runner(self.engine, self.plugins, self.settings, observer,
-                        load_checks)
+                        load_checks, recount=self._counts_live(
+                            composite.contract.pending, composite.steps))
         with database.translate_errors(self.settings.connection,
                                        "recording data migration progress"):
             result = runner.run(max_count)
@@ -194,6 +224,7 @@ class Manager:
                 "`manage db migrate` first" % (len(pending), ", ".join(
                     "%s: %s" % (d.name, d.state) for d in pending)))
         self._verify_nothing_left(composite)
+        self._verify_syncs(composite, online)
         with self._connect("inspecting the database") as conn:
             if self.support.list_sync_triggers(conn):
                 self._check_trigger_privileges(conn,
@@ -208,17 +239,11 @@ class Manager:
     def _verify_nothing_left(self, composite):
         """Count again, do not trust: a migration marked done may have work
         again if old code wrote rows the triggers do not cover."""
-        pending_contract = set(composite.contract.pending)
-        # A contract revision the journal shows begun (then interrupted or
-        # failed) was verified before it began; what it dropped is gone.
-        begun = {s.name for s in composite.steps if s.phase == CONTRACT}
+        live = self._counts_live(composite.contract.pending, composite.steps)
         left = []
         with self._connect("verifying the data migrations") as conn:
             for plugin in self.plugins:
-                if plugin.after_revision and not (
-                        self.repository.contracts_after(
-                            plugin.after_revision) &
-                        (pending_contract - begun)):
+                if not live(plugin):
                     continue  # its contract ran: nothing of it is left
                 remaining = count_pending(plugin, conn)
                 if remaining:
@@ -232,6 +257,92 @@ class Manager:
                 "contract refused: rows still need migrating (%s), written "
                 "after migrate ran; run `manage db migrate` first"
                 % ", ".join("%s: %d" % item for item in left))
+
+    def _verify_syncs(self, composite, online):
+        """Before contract: every recorded sync installed (online), and
+        every row of the syncs and copies the pending contract revisions
+        remove agreeing, byte for byte.  Raises before anything changes."""
+        with self._connect("verifying the column syncs") as conn:
+            if online:
+                verify.require_installed(conn, self.support, "contract")
+            counts = [(t, self._count_disagreeing(conn, t))
+                      for t in self._sync_targets(conn, composite)]
+        verify.require_consistent([(t, c) for t, c in counts
+                                   if c is not None])
+
+    def _sync_targets(self, conn, composite, entries=None):
+        """The syncs and copies a pending contract revision removes: the
+        registry's, and those the data migrations and the pending contract
+        revisions declare (an offline sync recorded none)."""
+        if entries is None:
+            entries = sync_registry.read(conn)
+        begun = {s.name for s in composite.steps if s.phase == CONTRACT}
+        pending = [r for r in composite.contract.pending if r not in begun]
+        applied = self.repository.chain(EXPAND)
+        if composite.expand.current in applied:
+            applied = applied[:applied.index(composite.expand.current) + 1]
+        else:
+            applied = []
+        declared = []
+        for plugin in self.plugins:
+            if plugin.after_revision and plugin.after_revision in applied:
+                for attr in ("sync", "copy"):
+                    declared += [verify.Target(d, revision=plugin
+                                               .after_revision)
+                                 for d in verify.declarations_of(
+                                     getattr(plugin, attr, None))]
+        for revision in pending:
+            module = self.repository.script.get_revision(revision).module
+            declared += [verify.Target(d, contract=revision)
+                         for d in verify.declarations_in_module(module)]
+        out = []
+        for target in verify.targets(entries, declared):
+            if target.contract is None and target.revision is not None \
+                    and not (self.repository.contracts_after(
+                        target.revision) & set(pending)):
+                continue
+            if target.group is None and not verify.columns_exist(
+                    conn, target):
+                continue  # declared, but not (or no longer) in the schema
+            out.append(target)
+        return out
+
+    def _count_disagreeing(self, conn, target):
+        if target.group is not None and not verify.columns_exist(
+                conn, target):
+            return verify.Count(None, error="a table or column it joins "
+                                "is missing")
+        return verify.count_disagreeing(conn, self.support, target)
+
+    def _sync_checks(self, conn, composite):
+        """The live figures of every sync and copy, for version/check."""
+        entries = sync_registry.read(conn)
+        problems = verify.installed_problems(conn, self.support, entries)
+        by_group = {e.name: e for e in entries}
+        checks = {}
+        for entry in entries:
+            for d in entry.declarations:
+                target = verify.Target(d, entry.name, entry.revision)
+                checks[d.name] = self._sync_check(target, by_group, problems)
+        if composite.expand.at_head:
+            for target in self._sync_targets(conn, composite, entries):
+                check = checks.get(target.name) or self._sync_check(
+                    target, by_group, problems)
+                count = self._count_disagreeing(conn, target)
+                check.rows_disagreeing = count.rows
+                check.sample_keys = list(count.sample_keys)
+                check.error = count.error
+                checks[target.name] = check
+        return [checks[n] for n in sorted(checks)]
+
+    @staticmethod
+    def _sync_check(target, by_group, problems):
+        entry = by_group.get(target.group)
+        return SyncCheck(
+            target.name, target.kind, target.table, target.columns,
+            target.revision, None if entry is None or not entry.triggers
+            else target.group not in problems, problems.get(target.group),
+            group=target.group)
 
     def _upgrade(self, branch, online):
         """Upgrade a branch to its head, with bounded, retried lock waits."""
@@ -337,19 +448,42 @@ class Manager:
                 "[database] connection at the right database"
                 % ", ".join(sorted(tables - own)[:5]))
         current = self.repository.positions(heads)
+        open_steps = journal.open_steps(steps, recorded, current,
+                                        self.repository)
         composite = self._composite(current, recorded,
-                                    conn if count_remaining else None)
-        composite.steps = journal.open_steps(steps, recorded, current,
-                                             self.repository)
+                                    conn if count_remaining else None,
+                                    open_steps)
+        composite.steps = open_steps
+        if count_remaining:
+            composite.syncs = self._sync_checks(conn, composite)
         return composite
 
-    def _composite(self, current, recorded, conn):
+    def _counts_live(self, contract_pending, steps):
+        """A predicate: whether a data migration's rows are still there to
+        count, i.e. not every contract revision after its expand revision
+        has run.  A contract revision the journal shows begun (then
+        interrupted or failed) was verified before it began; what it
+        dropped is gone.  ``steps``: the journal's open StepStates."""
+        begun = {s.name for s in steps if s.phase == CONTRACT}
+        pending = set(contract_pending) - begun
+
+        def live(plugin):
+            return not plugin.after_revision or bool(
+                self.repository.contracts_after(plugin.after_revision) &
+                pending)
+        return live
+
+    def _composite(self, current, recorded, conn, steps=()):
+        """The composite version; with ``conn``, pending rows are counted
+        live (a migration recorded done whose rows need it again shows as
+        pending with its count)."""
         branches = {}
         for branch in (EXPAND, CONTRACT):
             rev = current.get(branch)
             branches[branch] = BranchState(
                 branch, rev, self.repository.head(branch),
                 self.repository.pending(branch, rev))
+        live = self._counts_live(branches[CONTRACT].pending, steps)
         migrations = []
         for plugin in self.plugins:
             row = recorded.get(plugin.name) or {}
@@ -357,10 +491,16 @@ class Manager:
                 plugin.name, row.get("state", vt.PENDING),
                 row.get("rows_done") or 0, row.get("rows_remaining"),
                 plugin.description, row.get("detail"))
-            if state.done:
+            counting = conn is not None and branches[EXPAND].at_head
+            if state.done and not (counting and live(plugin)):
                 state.rows_remaining = 0
-            elif conn is not None and branches[EXPAND].at_head:
+            elif counting:
                 state.rows_remaining = self._count_pending(plugin, conn)
+                if state.done and state.rows_remaining:
+                    state.state = vt.PENDING
+                    state.detail = (
+                        "recorded done, but %d row(s) written since need "
+                        "it again" % state.rows_remaining)
             migrations.append(state)
         return CompositeVersion(branches[EXPAND], branches[CONTRACT],
                                 migrations)

@@ -49,6 +49,9 @@ def do_version(manager, args, out):
         out.write("  %-28s %-8s %d rows done, %s remaining%s\n" % (
             d.name, d.state, d.rows_done, remaining,
             " (%s)" % d.detail if d.detail else ""))
+    out.write("column syncs:\n" if composite.syncs else "")
+    for check in composite.syncs:
+        out.write("  %s\n" % check.summary)
     for step in composite.steps:
         out.write("unfinished: %s %s%s\n" % (
             step.what, step.condition, ", started %s" % step.started_at
@@ -60,6 +63,12 @@ def do_version(manager, args, out):
 def do_check(manager, args, out):
     composite = manager.check()
     out.write(composite.next_step + "\n")
+    # Rows that disagree are expected until migrate is done; a sync that
+    # is not installed, or disagreeing rows once contract is next, are not.
+    for check in composite.syncs:
+        if check.installed is False or (
+                not check.ok and composite.status == Status.NEEDS_CONTRACT):
+            out.write("  %s\n" % check.summary)
     return CHECK_EXIT[composite.status]
 
 
@@ -144,7 +153,11 @@ class MigrateProgress(progress.Observer):
 
 
 def do_expand(manager, args, out):
-    _phase_report(manager.expand(), out, "expand")
+    result = manager.expand()
+    _phase_report(result, out, "expand")
+    for name in result.repaired:
+        out.write("expand: re-created the triggers of %s, which were "
+                  "missing or changed\n" % name)
     out.write("next: `manage db migrate`, then deploy the new code\n")
     return EXIT_OK
 

@@ -20,7 +20,8 @@ be run again after a crash (see the end of this module).
 import sqlalchemy as sa
 from alembic import op
 
-from manage import column_sync, dialects, run_context, table_shape
+from manage import (column_sync, dialects, run_context, shapes,
+                    sync_registry, table_shape)
 from manage.exceptions import ManageError
 
 
@@ -77,13 +78,19 @@ def sync_columns(table, old=None, new=None, old_to_new=None, new_to_old=None,
     if not run_context.current(op.get_context().config).online:
         return group
     support = dialects.get(op.get_context().dialect.name)
+    shapes.check_sync(op.get_context(), group)  # refuse before any change
     shape = _shape(group.table)
     if shape is not None:
         support.check_foreign_triggers(op.get_bind(), group)
-    for statement in support.drop_sync_sql(group.table, group.name):
+    drop = support.drop_sync_sql(group.table, group.name)
+    for statement in drop:
         op.execute(statement)
-    for statement in support.create_sync_sql(group, shape):
+    create = support.create_sync_sql(group, shape)
+    for statement in create:
         op.execute(statement)
+    if shape is not None:  # recorded for manage.verify; not with --sql
+        sync_registry.record(op.get_bind(), support, sync_registry.SYNC,
+                             group.name, group.syncs, create, drop)
     return group
 
 
@@ -142,11 +149,17 @@ def copy_column_to_table(copy):
     if not run_context.current(context.config).online:
         return copy
     support = dialects.get(context.dialect.name)
+    shapes.check_copy(context, copy)  # refuse before any change
     shape = _shape(copy.table)
-    for statement in support.drop_copy_sql(copy):
+    drop = support.drop_copy_sql(copy)
+    for statement in drop:
         op.execute(statement)
-    for statement in support.create_copy_sql(copy, shape):
+    create = support.create_copy_sql(copy, shape)
+    for statement in create:
         op.execute(statement)
+    if shape is not None:  # recorded for manage.verify; not with --sql
+        sync_registry.record(op.get_bind(), support, sync_registry.COPY,
+                             copy.name, [copy], create, drop)
     return copy
 
 
@@ -170,6 +183,8 @@ def _drop_triggers(table, name, statements=None):
     context = op.get_context()
     support = dialects.get(context.dialect.name)
     if not context.as_sql:
+        # Forget the record first: on MySQL the DROP commits it with it.
+        sync_registry.remove(op.get_bind(), name)
         # Only touch triggers that exist: on MySQL with binary logging even
         # DROP TRIGGER IF EXISTS needs SUPER, which an offline sync that
         # never made triggers should not require.

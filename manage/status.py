@@ -98,12 +98,68 @@ class StepState:
 
 
 @dataclasses.dataclass
+class SyncCheck:
+    """One column sync or copy, checked live (``version``, ``check``).
+
+    ``installed``: its triggers are there as expand made them (None: no
+    triggers recorded, as after an offline ``sync``); ``problem`` says what
+    is wrong with them.  ``rows_disagreeing``: rows whose two sides do not
+    agree, byte for byte (None: not counted, the expand branch is not at
+    its head or no pending contract revision removes it; see ``error``
+    when the count failed), with up to five of their primary keys.
+    """
+    name: str
+    kind: str                        # sync | copy
+    table: str
+    columns: str                     # "users.name -> display_name"
+    revision: Optional[str] = None   # the expand revision that declared it
+    installed: Optional[bool] = None
+    problem: Optional[str] = None
+    rows_disagreeing: Optional[int] = None
+    sample_keys: List = dataclasses.field(default_factory=list)
+    error: Optional[str] = None
+    #: The trigger group it belongs to (several syncs of a table share
+    #: one); None when no triggers are recorded.
+    group: Optional[str] = None
+
+    @property
+    def ok(self):
+        return self.installed is not False and not self.rows_disagreeing \
+            and self.error is None
+
+    @property
+    def summary(self):
+        """One line: installed or not, and the rows that disagree."""
+        if self.installed is False:
+            state = "not installed (%s)" % self.problem
+        elif self.installed:
+            state = "installed"
+        else:
+            state = "no triggers"
+        if self.error is not None:
+            rows = "rows not verified: %s" % self.error
+        elif self.rows_disagreeing is None:
+            rows = "rows not counted"
+        else:
+            rows = "%d row(s) disagree" % self.rows_disagreeing
+            if self.sample_keys:
+                rows += " (keys %s%s)" % (", ".join(
+                    str(list(k)) if isinstance(k, (list, tuple)) else str(k)
+                    for k in self.sample_keys), ", ..." if
+                    self.rows_disagreeing > len(self.sample_keys) else "")
+        return "%s %s (%s): %s, %s" % (self.kind, self.name, self.columns,
+                                       state, rows)
+
+
+@dataclasses.dataclass
 class CompositeVersion:
     expand: BranchState
     contract: BranchState
     data_migrations: List[DataMigrationState]
     #: Interrupted or failed steps from the journal (oldest first).
     steps: List[StepState] = dataclasses.field(default_factory=list)
+    #: The column syncs and copies, checked live (version and check only).
+    syncs: List[SyncCheck] = dataclasses.field(default_factory=list)
 
     @property
     def status(self):
@@ -119,7 +175,22 @@ class CompositeVersion:
     def next_step(self):
         if self.steps:
             return self.steps[0].advice
-        return NEXT_STEP[self.status]
+        status = self.status
+        broken = [s for s in self.syncs if s.installed is False]
+        if broken and status in (Status.NEEDS_MIGRATE,
+                                 Status.NEEDS_CONTRACT):
+            return ("migrate and contract would refuse: %s %s on table %s "
+                    "is not installed as expand made it (%s); run `manage "
+                    "db expand` to re-create it" % (
+                        broken[0].kind, broken[0].group or broken[0].name,
+                        broken[0].table,
+                        broken[0].problem))
+        disagree = [s for s in self.syncs if s.rows_disagreeing or s.error]
+        if disagree and status == Status.NEEDS_CONTRACT:
+            return ("contract would refuse: %s; make each row's two sides "
+                    "agree, then run `manage db contract`" % "; ".join(
+                        s.summary for s in disagree))
+        return NEXT_STEP[status]
 
     @property
     def pending_data_migrations(self):
@@ -136,4 +207,5 @@ class CompositeVersion:
                                 for d in self.data_migrations],
             "steps": [dict(dataclasses.asdict(s), condition=s.condition,
                            advice=s.advice) for s in self.steps],
+            "syncs": [dataclasses.asdict(s) for s in self.syncs],
         }

@@ -12,6 +12,12 @@
 * ``kind = 'lock'``: who holds the run lock (host and process), so that a
   second run can say whom it waited for; present only while a run holds
   it (or if the holder was killed: the next holder overwrites it).
+* ``kind = 'sync'``: each column sync (one trigger group) and column copy
+  an online expand installed, with the expand revision that declared it;
+  ``detail`` holds, as JSON, the declarations, the statements that create
+  and drop its triggers, and each trigger's table and definition digest
+  (see :mod:`manage.sync_registry`).  The contract revision that removes
+  the sync deletes its row.
 
 New kinds of record need new rows, not new columns.
 """
@@ -26,6 +32,7 @@ BRANCH = "branch"
 DATA = "data"
 STEP = "step"
 LOCK = "lock"
+SYNC = "sync"
 
 PENDING = "pending"
 RUNNING = "running"
