@@ -228,6 +228,7 @@ def _plain_online(context, connection, url, owned):
                 raise
             if connection.in_transaction():
                 connection.commit()
+            manager._repair_syncs()     # as manage db expand ends
     finally:
         manager.close()
 
