@@ -259,3 +259,39 @@ def test_a_misshapen_repository_is_refused_by_plain_alembic(sqlite_url,
         "revisions only (expand runs before the new code is deployed, "
         "contract after): remove 'r3_contract01' from its depends_on\n")
     assert state(sqlite_url) == before
+
+
+def test_expand_waits_for_the_run_lock_of_manage(release2, tmp_path):
+    """Plain Alembic's expand takes manage's run lock: while a manage run
+    holds it, the upgrade gives up (run_lock_timeout from manage's
+    configuration) and changes nothing."""
+    import threading
+    holder = helpers.manager(release2)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with holder._run_lock():
+            held.set()
+            release.wait(60)
+        holder.close()
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(30)
+        before = old_values(release2)
+        env = dict(os.environ, OS_DATABASE__CONNECTION=release2,
+                   OS_MIGRATION__RUN_LOCK_TIMEOUT="0.5")
+        proc = subprocess.run([ALEMBIC, "-c", INI, "upgrade", "expand@head"],
+                              capture_output=True, text=True,
+                              cwd=str(tmp_path), env=env, timeout=300)
+        assert proc.returncode == 255, proc.stdout + proc.stderr
+        assert proc.stdout.startswith("FAILED: another manage run (host ")
+        assert "holds the run lock of this database; gave up after " \
+               "waiting 0.5s" in proc.stdout
+        assert old_values(release2) == before
+        assert helpers.query(release2, "SELECT version_num FROM "
+                                       "alembic_version") == [
+            ("r2_contract01",)]
+    finally:
+        release.set()
+        thread.join(30)
