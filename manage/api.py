@@ -189,7 +189,8 @@ class Manager:
             if online:
                 verify.require_installed(conn, self.support, "migrate")
         runner = Runner(self.engine, self.plugins, self.settings, observer,
-                        load_checks)
+                        load_checks, recount=self._counts_live(
+                            composite.contract.pending, composite.steps))
         with database.translate_errors(self.settings.connection,
                                        "recording data migration progress"):
             result = runner.run(max_count)
@@ -238,17 +239,11 @@ class Manager:
     def _verify_nothing_left(self, composite):
         """Count again, do not trust: a migration marked done may have work
         again if old code wrote rows the triggers do not cover."""
-        pending_contract = set(composite.contract.pending)
-        # A contract revision the journal shows begun (then interrupted or
-        # failed) was verified before it began; what it dropped is gone.
-        begun = {s.name for s in composite.steps if s.phase == CONTRACT}
+        live = self._counts_live(composite.contract.pending, composite.steps)
         left = []
         with self._connect("verifying the data migrations") as conn:
             for plugin in self.plugins:
-                if plugin.after_revision and not (
-                        self.repository.contracts_after(
-                            plugin.after_revision) &
-                        (pending_contract - begun)):
+                if not live(plugin):
                     continue  # its contract ran: nothing of it is left
                 remaining = count_pending(plugin, conn)
                 if remaining:
@@ -453,21 +448,42 @@ class Manager:
                 "[database] connection at the right database"
                 % ", ".join(sorted(tables - own)[:5]))
         current = self.repository.positions(heads)
+        open_steps = journal.open_steps(steps, recorded, current,
+                                        self.repository)
         composite = self._composite(current, recorded,
-                                    conn if count_remaining else None)
-        composite.steps = journal.open_steps(steps, recorded, current,
-                                             self.repository)
+                                    conn if count_remaining else None,
+                                    open_steps)
+        composite.steps = open_steps
         if count_remaining:
             composite.syncs = self._sync_checks(conn, composite)
         return composite
 
-    def _composite(self, current, recorded, conn):
+    def _counts_live(self, contract_pending, steps):
+        """A predicate: whether a data migration's rows are still there to
+        count, i.e. not every contract revision after its expand revision
+        has run.  A contract revision the journal shows begun (then
+        interrupted or failed) was verified before it began; what it
+        dropped is gone.  ``steps``: the journal's open StepStates."""
+        begun = {s.name for s in steps if s.phase == CONTRACT}
+        pending = set(contract_pending) - begun
+
+        def live(plugin):
+            return not plugin.after_revision or bool(
+                self.repository.contracts_after(plugin.after_revision) &
+                pending)
+        return live
+
+    def _composite(self, current, recorded, conn, steps=()):
+        """The composite version; with ``conn``, pending rows are counted
+        live (a migration recorded done whose rows need it again shows as
+        pending with its count)."""
         branches = {}
         for branch in (EXPAND, CONTRACT):
             rev = current.get(branch)
             branches[branch] = BranchState(
                 branch, rev, self.repository.head(branch),
                 self.repository.pending(branch, rev))
+        live = self._counts_live(branches[CONTRACT].pending, steps)
         migrations = []
         for plugin in self.plugins:
             row = recorded.get(plugin.name) or {}
@@ -475,10 +491,16 @@ class Manager:
                 plugin.name, row.get("state", vt.PENDING),
                 row.get("rows_done") or 0, row.get("rows_remaining"),
                 plugin.description, row.get("detail"))
-            if state.done:
+            counting = conn is not None and branches[EXPAND].at_head
+            if state.done and not (counting and live(plugin)):
                 state.rows_remaining = 0
-            elif conn is not None and branches[EXPAND].at_head:
+            elif counting:
                 state.rows_remaining = self._count_pending(plugin, conn)
+                if state.done and state.rows_remaining:
+                    state.state = vt.PENDING
+                    state.detail = (
+                        "recorded done, but %d row(s) written since need "
+                        "it again" % state.rows_remaining)
             migrations.append(state)
         return CompositeVersion(branches[EXPAND], branches[CONTRACT],
                                 migrations)

@@ -3,6 +3,9 @@
 For each migration the runner counts the pending rows, then runs batches
 until the pass is done, and counts again (a new pass starts if rows are
 left, for example rows that old code wrote above the high-water mark).
+A migration recorded as done is counted again too (unless ``recount``
+says its rows are gone, e.g. its contract revision ran): rows written
+since that it counts as pending make it run again.
 
 * Each batch runs in its own transaction together with the update of the
   migration's row in the composite version table (rows moved, estimate of
@@ -11,7 +14,11 @@ left, for example rows that old code wrote above the high-water mark).
 * The batch size adapts toward a target batch duration, within bounds
   (:class:`BatchSizer`); the runner pauses between batches and waits while
   a load check is over its threshold (:mod:`manage.datamigration.throttle`).
-* A budget (``max_count``) bounds the rows moved in one run.
+* A budget (``max_count``) bounds the rows moved in one run; a batch never
+  moves more rows than its limit.
+* Batch connections are made strict (``DialectSupport.
+  prepare_data_session``): a value an expression cannot convert fails the
+  batch instead of becoming NULL.
 * A failing migration is recorded as failed (its cursor kept) and the
   others still run.  Deadlocks and lock wait timeouts are retried.
 * Everything the operator should see goes to an observer
@@ -25,10 +32,10 @@ from typing import List, Optional
 
 from sqlalchemy import exc as sa_exc
 
-from manage import database, journal, version_table as vt
+from manage import database, dialects, journal, version_table as vt
 from manage.datamigration.progress import BatchEvent, Observer
 from manage.datamigration.throttle import QueryCheck, Throttle, ThreadsRunning
-from manage.exceptions import ConfigError
+from manage.exceptions import ConfigError, PluginError
 
 #: Driver error codes meaning "try the transaction again".
 TRANSIENT_MYSQL = (1205, 1213)  # lock wait timeout, deadlock
@@ -102,11 +109,15 @@ class _Stop(Exception):
 class Runner:
     """Runs ``plugins`` paced and throttled as ``settings`` (a
     :class:`manage.config.Settings`) say; ``load_checks`` add to the
-    configured throttle checks, ``throttle`` replaces them."""
+    configured throttle checks, ``throttle`` replaces them.
+
+    ``recount(plugin) -> bool`` says whether a migration recorded as done
+    is counted again (and run again when rows need it); None: always.
+    """
 
     def __init__(self, engine, plugins, settings, observer=None,
                  load_checks=(), throttle=None, clock=time.monotonic,
-                 sleep=time.sleep):
+                 sleep=time.sleep, recount=None):
         s = settings
         if s.batch_min_size > s.batch_max_size:
             raise ConfigError("[migration] batch_min_size (%d) is larger "
@@ -128,6 +139,8 @@ class Runner:
         self.throttle = throttle.for_dialect(engine.dialect.name)
         self.clock = clock
         self.sleep = sleep
+        self.recount = recount or (lambda plugin: True)
+        self.support = dialects.get(engine.dialect.name)
 
     def run(self, max_count=None):
         with self.engine.begin() as conn:
@@ -137,14 +150,27 @@ class Runner:
         outcomes, stopped = [], None
         for plugin in self.plugins:
             row = recorded.get(plugin.name) or {}
-            if row.get("state") == vt.DONE:
-                outcome = MigrationOutcome(plugin.name, vt.DONE, 0, 0)
-            elif stopped or self.budget == 0:
-                outcome = MigrationOutcome(
-                    plugin.name, row.get("state", vt.PENDING), 0,
-                    row.get("rows_remaining"), stopped)
+            state, remaining = row.get("state", vt.PENDING), \
+                row.get("rows_remaining")
+            cursor = row.get("cursor")
+            if state == vt.DONE:
+                # Done is a record, not a count: rows written since may
+                # need the migration again.
+                remaining = self._recount(plugin) if self.recount(plugin) \
+                    else 0
+                if isinstance(remaining, MigrationOutcome):
+                    outcomes.append(remaining)  # the count failed
+                    continue
+                if not remaining:
+                    outcomes.append(MigrationOutcome(plugin.name, vt.DONE,
+                                                     0, 0))
+                    continue
+                state, cursor = vt.PENDING, None
+            if stopped or self.budget == 0:
+                outcome = MigrationOutcome(plugin.name, state, 0, remaining,
+                                           stopped)
             else:
-                outcome = self._run_one(plugin, row.get("cursor"))
+                outcome = self._run_one(plugin, cursor)
                 if outcome.state == vt.PENDING and outcome.error:
                     stopped = outcome.error  # throttled: the others wait too
             outcomes.append(outcome)
@@ -162,9 +188,8 @@ class Runner:
             self.observer.started(plugin.name, remaining)
             idle_passes = 0
             while remaining:
-                pass_moved = self._pass(plugin, cursor, remaining)
+                pass_moved, remaining = self._pass(plugin, cursor, remaining)
                 cursor = None
-                remaining = self._count(plugin)
                 idle_passes = 0 if pass_moved else idle_passes + 1
                 if remaining and idle_passes >= 2:
                     raise _Stop("made no progress: a pass over the table "
@@ -179,10 +204,13 @@ class Runner:
         return self._finish(plugin, vt.DONE, 0, None, cursor=None)
 
     def _pass(self, plugin, cursor, remaining):
-        """Batches until the pass is done; returns the rows moved."""
+        """Batches until the pass is done; returns the rows moved and the
+        rows pending after it (counted; the last batch event carries it,
+        so a progress display ends at 100 % when nothing is left)."""
         sizer = BatchSizer(self.settings)
 
         def begin(conn):
+            self.support.prepare_data_session(conn)
             started = plugin.begin(conn, cursor)
             vt.upsert(conn, vt.DATA, plugin.name, cursor=_dump(started))
             return started
@@ -204,11 +232,18 @@ class Runner:
                 self.budget -= batch.moved
             if batch.scanned >= limit:
                 sizer.record(batch.scanned, seconds)
+            left = max(remaining - moved, 0)
+            if batch.done:
+                counted = self._count(plugin)
+                if counted != left:
+                    left = counted
+                    self.transaction(lambda conn: vt.upsert(
+                        conn, vt.DATA, plugin.name, rows_remaining=left))
             self.observer.batch(BatchEvent(
                 plugin.name, limit, batch.scanned, batch.moved, seconds,
-                self.moved, max(remaining - moved, 0)))
+                self.moved, left))
             if batch.done:
-                return moved
+                return moved, left
             cursor = batch.cursor
             if self.settings.batch_pause:
                 self.sleep(self.settings.batch_pause)
@@ -216,10 +251,11 @@ class Runner:
     def _batch(self, plugin, limit, cursor, remaining):
         """One batch and its bookkeeping in one transaction."""
         def batch(conn):
+            self.support.prepare_data_session(conn)
             done = plugin.migrate_batch(conn, limit, cursor)
-            if not 0 <= done.moved <= max(limit, done.scanned):
-                raise ValueError("migrate() reported %d rows for a limit "
-                                 "of %d" % (done.moved, limit))
+            if not 0 <= done.moved <= limit:
+                raise PluginError("a batch reported %d rows moved for a "
+                                  "limit of %d" % (done.moved, limit))
             vt.add_rows(conn, plugin.name, done.moved,
                         cursor=_dump(done.cursor),
                         rows_remaining=max(remaining - done.moved, 0))
@@ -252,6 +288,15 @@ class Runner:
     def _count(self, plugin):
         with self.engine.connect() as conn:
             return count_pending(plugin, conn)
+
+    def _recount(self, plugin):
+        """The live count of a migration recorded as done, or its failed
+        outcome when the count failed."""
+        try:
+            return self._count(plugin)
+        except Exception as exc:  # a plugin's failure must not stop others
+            self.moved = 0
+            return self._finish(plugin, vt.FAILED, None, self._describe(exc))
 
     def _finish(self, plugin, state, remaining, detail, **values):
         with self.engine.begin() as conn:

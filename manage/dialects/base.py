@@ -165,6 +165,18 @@ class DialectSupport(abc.ABC):
         return {name: (None, None)
                 for name in self.list_sync_triggers(connection)}
 
+    # -- backfills (manage.datamigration.backfill) ---------------------------
+    def insert_ignore_duplicates_sql(self, table, columns, rows_sql, key):
+        """One statement inserting the rows of ``rows_sql`` (a SELECT giving
+        values for ``columns``, in order) into ``table``, skipping each row
+        whose unique ``key`` columns (a subset of ``columns``) equal those
+        of a row already there, or inserted meanwhile by another session:
+        "insert unless a row with that key exists", without an error and
+        without changing the existing row.  Names are unquoted; the
+        statement's rowcount counts the rows inserted (MySQL may count a
+        skipped row as 1)."""
+        raise NotImplementedError
+
 
 def raise_lock_held(timeout, holder="", describe_holder=None):
     """Give up on the run lock, naming its holder when that can be told."""

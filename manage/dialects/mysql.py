@@ -353,3 +353,13 @@ class MySQLSupport(base.DialectSupport):
             "WHERE trigger_schema = DATABASE()")
         return {r[0]: (r[1], "%s %s %s" % (r[2], r[3], r[4]))
                 for r in rows if r[0].startswith("msync_")}
+
+    # -- backfills (manage.datamigration.backfill) ---------------------------
+    def insert_ignore_duplicates_sql(self, table, columns, rows_sql, key):
+        """``INSERT ... SELECT ... ON DUPLICATE KEY UPDATE k = k``: unlike
+        INSERT IGNORE, it turns no other error into a warning.  A skipped
+        row fires the table's update triggers, with no change."""
+        first = "%s.%s" % (_quote(table), _quote(key[0]))
+        return "INSERT INTO %s (%s) %s ON DUPLICATE KEY UPDATE %s = %s" % (
+            _quote(table), ", ".join(_quote(c) for c in columns), rows_sql,
+            first, first)

@@ -322,6 +322,15 @@ class PostgreSQLSupport(base.DialectSupport):
             "AND c.relnamespace = current_schema()::regnamespace")
         return {r[0]: (r[1], r[2]) for r in rows if r[0].startswith("msync_")}
 
+    # -- backfills (manage.datamigration.backfill) ---------------------------
+    def insert_ignore_duplicates_sql(self, table, columns, rows_sql, key):
+        """``INSERT ... SELECT ... ON CONFLICT (key) DO NOTHING``: a row
+        another transaction inserted meanwhile is waited for, then
+        skipped."""
+        return "INSERT INTO %s (%s) %s ON CONFLICT (%s) DO NOTHING" % (
+            _quote(table), ", ".join(_quote(c) for c in columns), rows_sql,
+            ", ".join(_quote(c) for c in key))
+
 
 #: What a restore drops first: the objects of the current schema.
 _OBJECTS = """

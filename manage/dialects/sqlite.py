@@ -287,6 +287,14 @@ class SQLiteSupport(base.DialectSupport):
             "WHERE type = 'trigger' AND name LIKE 'msync%'")
         return {r[0]: (r[1], r[2]) for r in rows if r[0].startswith("msync_")}
 
+    # -- backfills (manage.datamigration.backfill) ---------------------------
+    def insert_ignore_duplicates_sql(self, table, columns, rows_sql, key):
+        """``INSERT ... SELECT ... ON CONFLICT (key) DO NOTHING``; the
+        SELECT must have a WHERE clause (SQLite's upsert parsing)."""
+        return "INSERT INTO %s (%s) %s ON CONFLICT (%s) DO NOTHING" % (
+            _quote(table), ", ".join(_quote(c) for c in columns), rows_sql,
+            ", ".join(_quote(c) for c in key))
+
 
 def _file_of(engine):
     path = engine.url.database
