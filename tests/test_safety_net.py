@@ -373,3 +373,65 @@ def test_offline_sync_verifies_the_declared_rows(db_url, tmp_path):
                                  "ORDER BY id") == [
         (1, "alice", "ALICE"), (2, "bob", "BOB")]
     m.close()
+
+
+def test_a_changed_trigger_is_refused_then_repaired(db_url, engine_name,
+                                                    tmp_path):
+    """A trigger of the same name that is not the one expand made (or, on
+    PostgreSQL, one disabled) is not installed as declared."""
+    release1_with_users(db_url)
+    conf = release2(tmp_path, db_url, rebuild=False)
+    assert helpers.run(["db", "expand"], conf).code == 0
+    support = support_of(db_url)
+    name = support.trigger_names(GROUP)[0]
+    drop = support.drop_sync_sql("users", GROUP)[0]
+    statements = {
+        "postgresql": ['ALTER TABLE users DISABLE TRIGGER "%s"' % name],
+        "mysql": [drop, "CREATE TRIGGER `%s` BEFORE INSERT ON users FOR "
+                        "EACH ROW SET @manage_test = 1" % name],
+        "sqlite": [drop, 'CREATE TRIGGER "%s" AFTER INSERT ON users '
+                         'BEGIN SELECT 1; END' % name]}[engine_name]
+    for statement in statements:
+        helpers.query(db_url, statement)
+    problem = "trigger(s) %s changed since expand made them" % name
+    assert installed_problems(db_url) == {GROUP: problem}
+    r = helpers.run(["db", "migrate"], conf)
+    assert r.code == 1 and problem in r.err, r.err
+    r = helpers.run(["db", "expand"], conf)
+    assert "re-created the triggers of %s" % GROUP in r.out
+    assert installed_problems(db_url) == {}
+    helpers.query(db_url, "INSERT INTO users (id, name, email) VALUES "
+                          "(3, 'carol', 'carol@example.org')")
+    assert helpers.query(db_url, "SELECT display_name, email_domain FROM "
+                                 "users WHERE id = 3") == [
+        ("carol", "example.org")]
+
+
+@pytest.mark.parametrize("key", ["composite", "text", "none"])
+def test_counts_and_sample_keys_for_any_primary_key(db_url, key):
+    """The figures name rows by the table's primary key, whatever it is:
+    a tuple for a composite key, none without a key (the count stays)."""
+    user_id, primary = {"composite": ("INTEGER", ", PRIMARY KEY (org_id, "
+                                                 "user_id)"),
+                        "text": ("VARCHAR(20)", ", PRIMARY KEY (user_id)"),
+                        "none": ("INTEGER", "")}[key]
+    helpers.query(db_url, "CREATE TABLE members (org_id INTEGER NOT NULL, "
+                          "user_id %s NOT NULL, name VARCHAR(40), "
+                          "display_name VARCHAR(40)%s)" % (user_id, primary))
+    helpers.query(db_url, "INSERT INTO members VALUES (1, '1', 'Ann', "
+                          "'Ann'), (1, '2', 'bob', 'Bob'), (2, '3', 'José', "
+                          "'Jose'), (2, '4', NULL, NULL), (3, '5', 'x', "
+                          "NULL)")
+    sync = column_sync.declare("members", "name", "display_name")
+    engine = database.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            count = verify.count_disagreeing(conn, support_of(db_url),
+                                             verify.Target(sync))
+    finally:
+        engine.dispose()
+    assert count.error is None
+    assert count.rows == 3
+    assert count.sample_keys == {
+        "composite": [(1, 2), (2, 3), (3, 5)],
+        "text": ["2", "3", "5"], "none": []}[key]
