@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: sync test servers bench docs clean
+.PHONY: sync test fuzz servers bench docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ servers:
 ## test: the whole suite against SQLite, MariaDB and PostgreSQL
 test: $(STAMP) servers
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+## fuzz: the property tests of column sync at length (HYPOTHESIS_PROFILE=fuzz:
+## SYNC_FUZZ_EXAMPLES examples per engine and property, default 3000)
+fuzz: $(STAMP) servers
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider \
+		--hypothesis-show-statistics tests/test_sync_properties.py
 
 ## bench: the benchmark suite (not part of `make test`): MariaDB, PostgreSQL and
 ## pt-online-schema-change on BENCH_ROWS rows (default 1000000); writes
