@@ -23,9 +23,11 @@ deletes the row.  An offline ``sync`` makes no triggers and records
 nothing.
 """
 
+import base64
 import dataclasses
 import hashlib
 import json
+import zlib
 from typing import Dict, List, Optional, Tuple, Union
 
 from manage import version_table as vt
@@ -33,6 +35,9 @@ from manage.column_sync import ColumnCopy, ColumnSync
 
 SYNC = "sync"
 COPY = "copy"
+#: ``detail`` is a TEXT column, 65535 bytes on MySQL: longer statements
+#: are kept compressed (``"create_z"``: base64 of zlib of the JSON list).
+DETAIL_LIMIT = 60000
 
 Declaration = Union[ColumnSync, ColumnCopy]
 
@@ -92,6 +97,9 @@ def record(connection, support, kind: str, name: str,
               "declarations": [serialise(d) for d in declarations],
               "create": list(create), "drop": list(drop),
               "triggers": triggers}
+    if len(json.dumps(detail).encode("utf-8")) > DETAIL_LIMIT:
+        detail["create_z"] = base64.b64encode(zlib.compress(json.dumps(
+            detail.pop("create")).encode("utf-8"), 9)).decode("ascii")
     vt.ensure(connection)
     vt.upsert(connection, vt.SYNC, name, revision=None, state=vt.DONE,
               detail=json.dumps(detail, sort_keys=True))
@@ -146,7 +154,9 @@ def entry(row: Dict) -> Entry:
         tables=tuple(detail.get("tables", ())),
         declarations=tuple(deserialise(d, kind)
                            for d in detail.get("declarations", ())),
-        create=tuple(detail.get("create", ())),
+        create=tuple(detail["create"] if "create" in detail else json.loads(
+            zlib.decompress(base64.b64decode(detail["create_z"])))
+            if "create_z" in detail else ()),
         drop=tuple(detail.get("drop", ())),
         triggers=tuple(sorted(
             (name, (t.get("table"), t.get("digest")))
