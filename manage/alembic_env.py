@@ -179,9 +179,18 @@ def _plain_online(context, connection, url, owned):
                       transaction_per_migration=True)
     steps = _steps(context)
     if not steps:       # alembic current and the like: nothing to guard
-        _end_read(connection, owned)
+        if owned:
+            _end_read(connection, owned)
         return
     revisions = _refuse(repository, steps)
+    if not owned and getattr(connection, "_trans_context_manager", None):
+        raise PlainAlembicError(
+            "refused: the connection handed to Alembic is inside a "
+            "transaction block (engine.begin() or connection.begin()); "
+            "expand commits each revision and its journal on its own, as "
+            "`manage db expand` does: hand over a connection from "
+            "engine.connect(), or run `manage db expand`; nothing was "
+            "changed")
     _end_read(connection, owned)    # hold nothing while the run lock waits
     # manage's options (lock waits, run lock timeout) where it has a
     # configuration; the defaults with the ini file's URL
@@ -252,9 +261,13 @@ def _steps(context):
 
 
 def _end_read(connection, owned):
-    """End the reading transaction of a connection that is ours."""
-    if owned and connection.in_transaction():
-        connection.rollback()
+    """End the reading transaction of a connection: roll ours back; commit
+    the caller's, which it handed over for revisions that commit each."""
+    if connection.in_transaction():
+        if owned:
+            connection.rollback()
+        else:
+            connection.commit()
 
 
 def _refuse(repository, steps):

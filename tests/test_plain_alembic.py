@@ -223,9 +223,25 @@ def test_from_python_too(release2):
                 command.upgrade(cfg, "heads")
             with pytest.raises(PlainAlembicError):
                 command.downgrade(cfg, "base")
+        # expand commits each revision: not inside the caller's block
+        with engine.begin() as conn:
+            cfg = Repository().alembic_config({"connection": conn})
+            with pytest.raises(PlainAlembicError) as caught:
+                command.upgrade(cfg, "expand@head")
+        assert str(caught.value).startswith(
+            "refused: the connection handed to Alembic is inside a "
+            "transaction block (engine.begin() or connection.begin())")
+        assert state(release2) == before
+        with engine.connect() as conn:
+            cfg = Repository().alembic_config({"connection": conn})
+            command.upgrade(cfg, "expand@head")
     finally:
         engine.dispose()
-    assert state(release2) == before
+    assert helpers.query(release2, "SELECT version_num FROM alembic_version "
+                                   "ORDER BY 1") == [("r2_contract01",),
+                                                     ("r3_expand02",)]
+    assert old_values(release2) == (USERS, PROJECTS)
+    assert helpers.schema_snapshot(release2)["<triggers>"]
 
 
 def test_read_only_commands_and_offline_sql_stay_allowed(sqlite_url,
