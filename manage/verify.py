@@ -169,7 +169,7 @@ def require_installed(connection, support, doing: str) -> None:
 def on_version_apply(ctx, step, heads, run_args) -> None:
     """Alembic callback, inside each revision's transaction.
 
-    Gives the registry rows the revision made its id; after an expand
+    Gives the registry rows an expand revision made its id; after an expand
     revision of an online run, re-creates every recorded sync and copy
     that is not installed as recorded.
     """
@@ -177,11 +177,12 @@ def on_version_apply(ctx, step, heads, run_args) -> None:
     if not step.is_upgrade or ctx.as_sql or connection is None or \
             not vt.exists(connection):
         return
-    sync_registry.stamp(connection, step.up_revision_id)
     revision = step.up_revision
     labels = revision.branch_labels if revision is not None else ()
-    if "expand" not in labels or \
-            not run_context.current(ctx.config).online:
+    if "expand" not in labels:
+        return  # syncs are declared in expand revisions only
+    sync_registry.stamp(connection, step.up_revision_id)
+    if not run_context.current(ctx.config).online:
         return
     support = dialects.get(connection.dialect.name)
     repair(connection, support, sync_registry.read(connection),
