@@ -210,7 +210,7 @@ class Runner:
         sizer = BatchSizer(self.settings)
 
         def begin(conn):
-            self.support.prepare_data_session(conn)
+            self._write_first(conn, plugin)
             started = plugin.begin(conn, cursor)
             vt.upsert(conn, vt.DATA, plugin.name, cursor=_dump(started))
             return started
@@ -251,7 +251,7 @@ class Runner:
     def _batch(self, plugin, limit, cursor, remaining):
         """One batch and its bookkeeping in one transaction."""
         def batch(conn):
-            self.support.prepare_data_session(conn)
+            self._write_first(conn, plugin)
             done = plugin.migrate_batch(conn, limit, cursor)
             if not 0 <= done.moved <= limit:
                 raise PluginError("a batch reported %d rows moved for a "
@@ -262,6 +262,14 @@ class Runner:
             journal.record_batch(conn, plugin.name, done.moved)
             return done
         return self.transaction(batch)
+
+    def _write_first(self, conn, plugin):
+        """Open a batch transaction: strict session, then a write (the
+        migration's row), so that on SQLite the transaction takes the write
+        lock first and waits for it (one that reads first fails at once
+        when another connection writes meanwhile)."""
+        self.support.prepare_data_session(conn)
+        vt.upsert(conn, vt.DATA, plugin.name)
 
     def transaction(self, work):
         """``work(connection)`` in one transaction, retried on deadlocks,
