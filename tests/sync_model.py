@@ -97,6 +97,11 @@ class Shape:
     defaults: Tuple[str, ...] = ()
     #: A WITHOUT ROWID table on SQLite (elsewhere: no effect).
     without_rowid: bool = False
+    #: Conflict rules beyond "disagreement", for every sync of the table
+    #: (``declare_sync(reject=...)``): "both_sides" (a write that sets or
+    #: changes both sides is rejected, even when they agree), "null" (a
+    #: write that leaves a column of the sync it writes NULL is rejected).
+    reject: Tuple[str, ...] = ()
 
     @property
     def key_columns(self):
@@ -205,6 +210,10 @@ class Model:
                                  for c in SYNC_COLUMNS[sync][0]):
             raise Rejected("NULL in a NOT NULL old column")
 
+    def _check_null_rule(self, value):
+        if value is None and "null" in self.shape.reject:
+            raise Rejected("NULL written to a sync that rejects it")
+
     # -- writes ---------------------------------------------------------------
     def before_expand(self, key, columns):
         """An old-code insert before the new columns and triggers exist."""
@@ -234,6 +243,12 @@ class Model:
             old, new = self._sides(sync, stored)
             old_given = any(v is not None for v in old.values())
             new_given = any(v is not None for v in new.values())
+            yields = old_given and new_given and not agree(sync, old, new) \
+                and all(c in self.shape.defaults and old[c] == OLD_DEFAULT[c]
+                        for c in old)
+            if old_given and new_given and not yields and \
+                    "both_sides" in self.shape.reject:
+                raise Rejected("both sides written")
             if old_given and new_given:
                 if agree(sync, old, new):
                     value = decode_old(sync, old)
@@ -249,6 +264,7 @@ class Model:
             else:
                 value = None
             self._check_not_null(sync, value)
+            self._check_null_rule(value)
             values[sync] = value
         self.rows[key] = Row(values, {s: True for s in self.shape.syncs},
                              columns.get("note"))
@@ -271,6 +287,8 @@ class Model:
             old1, new1 = self._sides(sync, after)
             old_changed, new_changed = old0 != old1, new0 != new1
             if old_changed and new_changed:
+                if "both_sides" in self.shape.reject:
+                    raise Rejected("both sides written")
                 if not agree(sync, old1, new1):
                     raise Rejected("conflicting sides")
                 value = decode_old(sync, old1)
@@ -281,6 +299,7 @@ class Model:
             else:
                 continue
             self._check_not_null(sync, value)
+            self._check_null_rule(value)
             values[sync] = value
             settled[sync] = True
         row.values, row.settled = values, settled
