@@ -347,7 +347,7 @@ class KeysetMigration(DataMigration):
         return Batch(moved, scanned, self._dump(connection, upper, until),
                      scanned < limit or upper == until)
 
-    def _check_warnings(self, connection, what):
+    def check_warnings(self, connection, what):
         """Fail the batch if the statement just run left warnings (values
         an expression could not convert; see DialectSupport)."""
         get_dialect(connection.dialect.name).raise_for_warnings(
@@ -379,7 +379,7 @@ class Backfill(KeysetMigration):
             "UPDATE %s SET %s WHERE %s AND (%s)" % (
                 table, self._assignments(connection), condition,
                 self.where_sql(connection))), params).rowcount
-        self._check_warnings(connection, "updating %s" % self.table)
+        self.check_warnings(connection, "updating %s" % self.table)
         return moved
 
 
@@ -507,7 +507,7 @@ class CopyBackfill(KeysetMigration):
                 "SELECT {table}.{key}, {table}.{col} FROM {table} WHERE "
                 "{needing} AND NOT {has_target}".format(needing=needing, **v),
                 (c.target_key,))), params).rowcount or 0
-        self._check_warnings(connection, "inserting into %s" % c.target)
+        self.check_warnings(connection, "inserting into %s" % c.target)
         # Target rows holding another value get the source's, as the copy
         # trigger would set them on a write of the column.
         moved += connection.execute(sa.text(
@@ -517,5 +517,5 @@ class CopyBackfill(KeysetMigration):
             "{table}.{col} IS NOT NULL) AND NOT EXISTS (SELECT 1 FROM "
             "{table} WHERE {table}.{key} = {target}.{tkey} AND {same})".format(
                 range=condition, **v)), params).rowcount or 0
-        self._check_warnings(connection, "updating %s" % c.target)
+        self.check_warnings(connection, "updating %s" % c.target)
         return min(max(int(moved), 0), locked)
