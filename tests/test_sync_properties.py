@@ -161,18 +161,21 @@ class Delete:
 
 class Migrate:
     """A migrate run: ``max_count`` rows at most, killed after
-    ``kill_after`` batches, with ``during`` written between its batches
-    (one per batch; the rest after it)."""
+    ``kill_after`` batches, or inside batch ``kill_in_batch`` (after its
+    UPDATE, before its commit: the batch rolls back), with ``during``
+    written between its batches (one per batch; the rest after it)."""
 
     def __init__(self, batch_size=2, max_count=None, kill_after=None,
-                 during=()):
+                 during=(), kill_in_batch=None):
         self.batch_size, self.max_count = batch_size, max_count
         self.kill_after, self.during = kill_after, tuple(during)
+        self.kill_in_batch = kill_in_batch
 
     def __repr__(self):
         return "Migrate(batch_size=%r, max_count=%r, kill_after=%r, " \
-               "during=%r)" % (self.batch_size, self.max_count,
-                               self.kill_after, list(self.during))
+               "kill_in_batch=%r, during=%r)" % (
+                   self.batch_size, self.max_count, self.kill_after,
+                   self.kill_in_batch, list(self.during))
 
 
 @st.composite
@@ -262,6 +265,7 @@ def operations(shape):
         Migrate, batch_size=st.integers(1, 4),
         max_count=st.one_of(st.none(), st.integers(1, 4)),
         kill_after=st.one_of(st.none(), st.integers(1, 3)),
+        kill_in_batch=st.one_of(st.none(), st.none(), st.integers(1, 3)),
         during=st.lists(write, max_size=3))
     return st.lists(st.one_of(write, write, write, migrate), min_size=3,
                     max_size=20)
@@ -517,7 +521,8 @@ class Harness:
             event("a partial write of a multi-column side")
 
     def migrate(self, op, final=False):
-        plugins = [self._plugin(sync) for sync in self.shape.syncs]
+        kills = [op.kill_in_batch]  # shared by the run's plugins
+        plugins = [self._plugin(sync, kills) for sync in self.shape.syncs]
         observer = Interleave(self.apply, op.during, op.kill_after)
         self.migrating = True
         runner = Runner(self.engine, plugins, config.Settings(
@@ -551,13 +556,25 @@ class Harness:
             assert not left, "migrate is done but left rows unfilled: %r" \
                 % left
 
-    def _plugin(self, sync):
+    def _plugin(self, sync, kills=(None,)):
         # For the composite key (org_id, user_id) the plugin names org_id
         # alone, as in issue 8 input 4: not unique, so the engine must
         # walk by the whole primary key.
         attrs = dict(name="psync_" + sync, sync=self.declared[sync],
                      after_revision=None, description="property test",
                      key=self.shape.key_columns[0])
+
+        def migrate_range(plugin, connection, after, upper):
+            moved = SyncBackfill.migrate_range(plugin, connection, after,
+                                               upper)
+            if kills[0] is not None:
+                kills[0] -= 1
+                if kills[0] <= 0:
+                    kills[0] = None
+                    event("migrate killed inside a batch")
+                    raise Killed("killed inside a batch")
+            return moved
+        attrs["migrate_range"] = migrate_range
         return type("PropertyBackfill", (SyncBackfill,), attrs)()
 
     def _note_backfilled(self):
