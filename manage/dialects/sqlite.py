@@ -151,8 +151,12 @@ class SQLiteSupport(base.DialectSupport):
         if t.rejects("null"):
             synced = sync.old + sync.new
             insert.append(abort(t.null_message, t.any_null(synced, plain)))
-            update_steps.append(abort(t.null_message, t.any_null(
-                synced, plain)))
+            # Only when this sync's columns changed: the trigger is shared
+            # by the table's syncs, and another sync's write leaves this
+            # one's NULLs as they were.
+            update_steps.append(abort(t.null_message, "((%s) OR (%s)) AND "
+                                      "(%s)" % (oc, nc, t.any_null(
+                                          synced, plain))))
         when = "(%s) OR (%s)" % (oc, nc)
         return "".join(insert), "".join(update_steps), when
 
