@@ -20,8 +20,8 @@ be run again after a crash (see the end of this module).
 import sqlalchemy as sa
 from alembic import op
 
-from manage import (column_sync, dialects, run_context, sync_registry,
-                    table_shape)
+from manage import (column_sync, dialects, run_context, shapes,
+                    sync_registry, table_shape)
 from manage.exceptions import ManageError
 
 
@@ -78,6 +78,7 @@ def sync_columns(table, old=None, new=None, old_to_new=None, new_to_old=None,
     if not run_context.current(op.get_context().config).online:
         return group
     support = dialects.get(op.get_context().dialect.name)
+    shapes.check_sync(op.get_context(), group)  # refuse before any change
     shape = _shape(group.table)
     if shape is not None:
         support.check_foreign_triggers(op.get_bind(), group)
@@ -148,6 +149,7 @@ def copy_column_to_table(copy):
     if not run_context.current(context.config).online:
         return copy
     support = dialects.get(context.dialect.name)
+    shapes.check_copy(context, copy)  # refuse before any change
     shape = _shape(copy.table)
     drop = support.drop_copy_sql(copy)
     for statement in drop:

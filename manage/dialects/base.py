@@ -177,6 +177,42 @@ class DialectSupport(abc.ABC):
         skipped row as 1)."""
         raise NotImplementedError
 
+    # -- table shapes (manage.shapes) ----------------------------------------
+    def storage_refusal(self, connection, table):
+        """Why the storage of ``table`` cannot carry a sync or copy, as text
+        that follows "table NAME" in the refusal (``"uses the MyISAM
+        engine, ..."``), or None when it can.  The table exists."""
+        return None
+
+    def text_limits(self, connection, table):
+        """What the reflected types of the table's text columns do not
+        tell: ``{column: (character set, most characters, most bytes,
+        bytes of the widest character)}``, any part None when unknown or
+        unlimited.  This default: ``{}`` (one character set for the whole
+        database; lengths as declared)."""
+        return {}
+
+    def integer_range(self, sa_type):
+        """``(lowest, highest)`` value a reflected integer type holds, by
+        its declared type (this default: SMALLINT, INTEGER, BIGINT)."""
+        import sqlalchemy as sa
+        if isinstance(sa_type, sa.BigInteger):
+            return (-2 ** 63, 2 ** 63 - 1)
+        if isinstance(sa_type, sa.SmallInteger):
+            return (-2 ** 15, 2 ** 15 - 1)
+        return (-2 ** 31, 2 ** 31 - 1)
+
+    def refusal_outcome(self):
+        """The sentence ending a refusal at expand: what the revision left
+        behind (this default: nothing; its transaction is rolled back)."""
+        return "Nothing was changed: the revision was rolled back"
+
+    def not_null_checked_before_triggers(self):
+        """Whether the engine checks NOT NULL before the sync triggers can
+        fill a column an insert omitted (then old columns must be nullable
+        or have a server default during the transition)."""
+        return False
+
 
 def raise_lock_held(timeout, holder="", describe_holder=None):
     """Give up on the run lock, naming its holder when that can be told."""

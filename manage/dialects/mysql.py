@@ -363,3 +363,59 @@ class MySQLSupport(base.DialectSupport):
         return "INSERT INTO %s (%s) %s ON DUPLICATE KEY UPDATE %s = %s" % (
             _quote(table), ", ".join(_quote(c) for c in columns), rows_sql,
             first, first)
+
+    # -- table shapes (manage.shapes) ----------------------------------------
+    def storage_refusal(self, connection, table):
+        """Engines without transactions (MyISAM, Aria, MEMORY, CSV, ...):
+        a write and its trigger's work are not one atomic change, and a
+        backfill batch cannot commit with its cursor."""
+        row = connection.exec_driver_sql(
+            "SELECT t.ENGINE, e.TRANSACTIONS FROM information_schema.TABLES t"
+            " LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE "
+            "WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_NAME = %s",
+            (table,)).first()
+        if row is None or row[0] is None or row[1] == "YES":
+            return None
+        return ("uses the %s engine, which has no transactions: a write and "
+                "the sync trigger's change to it would not be one atomic "
+                "change, nor a backfill batch and its progress. Convert it "
+                "first (ALTER TABLE %s ENGINE=InnoDB)" % (row[0], table))
+
+    def text_limits(self, connection, table):
+        """Character set and limits from information_schema: VARCHAR(n)
+        counts characters, the TEXT types bytes."""
+        rows = connection.exec_driver_sql(
+            "SELECT c.COLUMN_NAME, c.CHARACTER_SET_NAME, "
+            "c.CHARACTER_MAXIMUM_LENGTH, c.CHARACTER_OCTET_LENGTH, s.MAXLEN, "
+            "c.DATA_TYPE FROM information_schema.COLUMNS c "
+            "LEFT JOIN information_schema.CHARACTER_SETS s ON "
+            "s.CHARACTER_SET_NAME = c.CHARACTER_SET_NAME "
+            "WHERE c.TABLE_SCHEMA = DATABASE() AND c.TABLE_NAME = %s",
+            (table,)).fetchall()
+        limits = {}
+        for name, charset, chars, octets, per_char, data_type in rows:
+            if charset is None and octets is None:
+                continue
+            text_type = str(data_type).lower().endswith(("text", "blob"))
+            limits[name] = (charset, None if text_type else chars,
+                            octets, per_char)
+        return limits
+
+    def integer_range(self, sa_type):
+        """TINYINT and MEDIUMINT too, and UNSIGNED."""
+        bits = {"TINYINT": 8, "SMALLINT": 16, "MEDIUMINT": 24,
+                "INTEGER": 32, "BIGINT": 64}.get(
+                    str(getattr(sa_type, "__visit_name__", "")).upper())
+        if bits is None:
+            return super().integer_range(sa_type)
+        if getattr(sa_type, "unsigned", False):
+            return (0, 2 ** bits - 1)
+        return (-2 ** (bits - 1), 2 ** (bits - 1) - 1)
+
+    def refusal_outcome(self):
+        """MySQL DDL is not transactional: earlier statements stay."""
+        return ("MySQL commits each schema change at once, so what the "
+                "revision did before this call stays (columns it added): "
+                "fix the revision and run expand again; manage.ops."
+                "add_column accepts a column already added as the revision "
+                "says (drop it by hand if the fix changes it)")

@@ -331,6 +331,22 @@ class PostgreSQLSupport(base.DialectSupport):
             _quote(table), ", ".join(_quote(c) for c in columns), rows_sql,
             ", ".join(_quote(c) for c in key))
 
+    # -- table shapes (manage.shapes) ----------------------------------------
+    def storage_refusal(self, connection, table):
+        """Foreign tables: their rows live in another server, and the
+        backfill's and the triggers' writes would not be one transaction
+        with it.  Partitioned, unlogged and ordinary tables are supported
+        (a partitioned table's row triggers are cloned to each partition,
+        present and future)."""
+        kind = connection.exec_driver_sql(
+            "SELECT relkind FROM pg_class WHERE oid = to_regclass(%(t)s)",
+            {"t": _quote(table)}).scalar()
+        if kind == "f":
+            return ("is a foreign table: its rows live on another server, "
+                    "outside the transactions of the sync triggers and the "
+                    "backfill")
+        return None
+
 
 #: What a restore drops first: the objects of the current schema.
 _OBJECTS = """

@@ -299,6 +299,24 @@ class SQLiteSupport(base.DialectSupport):
             _quote(table), ", ".join(_quote(c) for c in columns), rows_sql,
             ", ".join(_quote(c) for c in key))
 
+    # -- table shapes (manage.shapes) ----------------------------------------
+    def storage_refusal(self, connection, table):
+        """Virtual tables (FTS, R*Tree, ...) cannot have triggers.  WITHOUT
+        ROWID tables are supported: the triggers find rows by the primary
+        key."""
+        sql = connection.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (table,)).scalar()
+        if sql and sql.lstrip().upper().startswith("CREATE VIRTUAL"):
+            return ("is a virtual table, on which SQLite allows no "
+                    "triggers")
+        return None
+
+    def not_null_checked_before_triggers(self):
+        """SQLite checks NOT NULL before AFTER triggers run (and has no
+        BEFORE trigger that may assign NEW)."""
+        return True
+
 
 def _file_of(engine):
     path = engine.url.database
