@@ -18,7 +18,9 @@ import pytest
 import sqlalchemy as sa
 
 from manage import database, version_table as vt
+from manage.datamigration import CopyBackfill
 from manage.datamigration.progress import Recorder
+from manage.ops import declare_copy
 from tests import helpers
 from tests.test_migrate_command import load
 
@@ -150,3 +152,45 @@ def test_backfill_absorbs_the_copy_trigger_race(db_url, tmp_path, attempt):
     assert addresses(db_url, "user_addresses", "user_id") == expected
     manager.contract()
     assert addresses(db_url, "user_addresses", "user_id") == expected
+
+
+class CopyNotes(CopyBackfill):
+    name = "notes_copy"
+    copy = declare_copy("notes", "body", "note_bodies", target_key="note_id")
+
+
+def test_missing_and_differing_target_rows_take_the_source_value(
+        db_url, tmp_path):
+    """Missing target rows are inserted; a target row that differs only by
+    case, an accent or a trailing space is a difference (byte equality)
+    and takes the source's value; equal rows and NULL sources are left."""
+    repo = helpers.release_repository(tmp_path, 1)
+    helpers.manager(db_url, repository=repo, plugins=[]).expand()
+    helpers.query(db_url, "CREATE TABLE notes (id INTEGER PRIMARY KEY, "
+                          "body VARCHAR(40))")
+    engine = sa.create_engine(db_url)
+    sa.Table("note_bodies", sa.MetaData(),
+             sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column("note_id", sa.Integer, nullable=False, unique=True),
+             sa.Column("body", sa.String(40), nullable=False)).create(engine)
+    engine.dispose()
+    bodies = {1: "abc", 2: "Abc", 3: "José", 4: "tail ", 5: None, 6: "same",
+              7: "new"}
+    for i, body in bodies.items():
+        helpers.query(db_url, "INSERT INTO notes (id, body) VALUES "
+                              "(:i, :b)", i=i, b=body)
+    stale = {1: "ABC", 2: "abc", 3: "Jose", 4: "tail", 6: "same"}
+    for i, body in stale.items():
+        helpers.query(db_url, "INSERT INTO note_bodies (id, note_id, body) "
+                              "VALUES (:t, :i, :b)", t=100 + i, i=i, b=body)
+    m = helpers.manager(db_url, repository=repo, plugins=[CopyNotes()],
+                        batch_size=3, batch_min_size=3, batch_max_size=3)
+    assert m.version().data_migrations[0].rows_remaining == 5
+    result = m.migrate()
+    assert [(o.state, o.rows_moved) for o in result.outcomes] == [
+        ("done", 5)]
+    rows = helpers.query(db_url, "SELECT note_id, body FROM note_bodies "
+                                 "ORDER BY note_id")
+    assert [(i, b.encode()) for i, b in rows] == [
+        (i, b.encode()) for i, b in sorted(bodies.items()) if b is not None]
+    assert m.version().data_migrations[0].rows_remaining == 0
