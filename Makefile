@@ -20,9 +20,11 @@ sync: $(STAMP)
 servers:
 	bash tools/install-db-servers.sh
 
-## test: the whole suite against SQLite, MariaDB and PostgreSQL
+## test: the whole suite against SQLite, MariaDB and PostgreSQL, in
+## TEST_WORKERS processes (pytest-xdist; each starts its own servers)
+TEST_WORKERS ?= 3
 test: $(STAMP) servers
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests
 
 ## fuzz: the property tests of column sync at length (HYPOTHESIS_PROFILE=fuzz:
 ## SYNC_FUZZ_EXAMPLES examples per engine and property, default 3000)

@@ -273,7 +273,10 @@ class MariaDBServer(_Server):
         return self.tmpdir and self.tmpdir / "mysqld.sock"
 
     def _prepare(self) -> None:
+        # A temp folder of its own: servers of parallel test runs must not share /tmp's #sql files.
+        (self.tmpdir / "tmp").mkdir(exist_ok=True)
         self._run([self.binaries["mariadb-install-db"], "--no-defaults", f"--datadir={self.datadir}",
+                   f"--tmpdir={self.tmpdir / 'tmp'}",
                    "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"])
         # Runs at server startup: passwords for root (socket and TCP) and the app user, who gets no SUPER.
         pw, app = self.admin_password, self.app_password
@@ -290,7 +293,7 @@ class MariaDBServer(_Server):
         cmd = [self.binaries["mariadbd"], "--no-defaults", *(["--user=root"] if IS_ROOT else []),
                f"--datadir={self.datadir}", f"--socket={self.socket}", f"--pid-file={self.tmpdir / 'mysqld.pid'}",
                f"--port={self.port}", "--bind-address=127.0.0.1", "--skip-name-resolve",
-               "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
+               f"--tmpdir={self.tmpdir / 'tmp'}", "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
                f"--init-file={self.tmpdir / 'init.sql'}"]
         if self.log_bin:
             cmd += ["--log-bin=binlog", "--server-id=1"]
