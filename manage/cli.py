@@ -10,6 +10,7 @@ connection password.
 import json
 import os
 import logging
+import shlex
 import sys
 import time
 import traceback
@@ -19,24 +20,44 @@ from oslo_config import cfg
 
 from manage import api, config, database
 from manage.datamigration import progress
-from manage.exceptions import ManageError
+from manage.exceptions import ExitCode, ManageError
 from manage.repository import Repository
 from manage.status import Status
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-CHECK_EXIT = {Status.CURRENT: 0, Status.NEEDS_EXPAND: 3,
-              Status.NEEDS_MIGRATE: 4, Status.NEEDS_CONTRACT: 5}
-MIGRATE_EXIT_WORK_REMAINING = 1
+EXIT_OK = ExitCode.OK
+EXIT_ERROR = ExitCode.ERROR
+EXIT_USAGE = ExitCode.USAGE
+CHECK_EXIT = {Status.CURRENT: ExitCode.OK,
+              Status.NEEDS_EXPAND: ExitCode.NEEDS_EXPAND,
+              Status.NEEDS_MIGRATE: ExitCode.NEEDS_MIGRATE,
+              Status.NEEDS_CONTRACT: ExitCode.NEEDS_CONTRACT}
+#: migrate's "work remains" is check's "migrate is next".
+MIGRATE_EXIT_WORK_REMAINING = ExitCode.NEEDS_MIGRATE
 
 
 # -- commands ----------------------------------------------------------------
+def _target(manager):
+    """The database a command works on, password hidden, and where its
+    URL came from: ``("sqlite:////srv/app.sqlite", "/etc/app/app.conf")``."""
+    return (database.safe_url(manager.settings.connection),
+            manager.settings.connection_source)
+
+
+def _announce_target(manager, out):
+    """Say which database is about to change, before anything does."""
+    out.write("database: %s (connection from %s)\n" % _target(manager))
+    out.flush()
+
+
 def do_version(manager, args, out):
     composite = manager.version()
     if args.format == "json":
-        out.write(json.dumps(composite.to_dict(), indent=2) + "\n")
+        document = composite.to_dict()
+        url, source = _target(manager)
+        document["database"] = {"url": url, "source": source}
+        out.write(json.dumps(document, indent=2) + "\n")
         return EXIT_OK
+    out.write("database: %s (connection from %s)\n" % _target(manager))
     for branch in (composite.expand, composite.contract):
         out.write("%-9s %s (head %s)%s\n" % (
             branch.name + ":", branch.current or "<base>",
@@ -153,6 +174,7 @@ class MigrateProgress(progress.Observer):
 
 
 def do_expand(manager, args, out):
+    _announce_target(manager, out)
     result = manager.expand()
     _phase_report(result, out, "expand")
     for name in result.repaired:
@@ -163,8 +185,9 @@ def do_expand(manager, args, out):
 
 
 def do_migrate(manager, args, out):
-    """Exit 0 when nothing is left, 1 when work remains (``--max-count``
-    reached, or throttled too long), 2 when a migration failed."""
+    """Exit 0 when nothing is left, 4 when work remains (``--max-count``
+    reached, or throttled too long), 6 when a migration failed."""
+    _announce_target(manager, out)
     result = manager.migrate(
         max_count=args.max_count,
         observer=MigrateProgress(out, args.progress_interval))
@@ -178,6 +201,7 @@ def do_migrate(manager, args, out):
 
 
 def do_contract(manager, args, out):
+    _announce_target(manager, out)
     _phase_report(manager.contract(), out, "contract")
     return EXIT_OK
 
@@ -190,6 +214,7 @@ def _backup_report(path, out):
 
 
 def do_sync(manager, args, out):
+    _announce_target(manager, out)
     result = manager.sync(backup_dir=args.backup, on_backup=lambda path:
                           _backup_report(path, out))
     _phase_report(result.expand, out, "expand")
@@ -243,8 +268,8 @@ def add_command_parsers(subparsers):
     migrate = action("migrate", do_migrate, "Run the pending data "
                      "migrations in small batches (online).")
     migrate.add_argument("--max-count", type=_positive_int, default=None,
-                         help="Move at most N rows, then stop; exit 1 if "
-                         "work remains, 0 if none does, 2 if a migration "
+                         help="Move at most N rows, then stop; exit 4 if "
+                         "work remains, 0 if none does, 6 if a migration "
                          "failed.")
     migrate.add_argument("--progress-interval", type=float, default=10.0,
                          metavar="SECONDS",
@@ -290,13 +315,19 @@ def _positive_int(text):
 
 # -- output hygiene ----------------------------------------------------------
 class RedactingStream:
-    """Writes to a stream with every known secret replaced by ***."""
+    """Writes to a stream with every known secret replaced by ***, and the
+    commands it advises (```manage db ...```) completed with the
+    ``--config-file`` options this run was given (``command``), so that
+    they work when pasted."""
 
-    def __init__(self, stream, secrets=()):
+    def __init__(self, stream, secrets=(), command="manage"):
         self.stream = stream
         self.secrets = [s for s in secrets if s]
+        self.command = command
 
     def write(self, text):
+        if self.command != "manage":
+            text = text.replace("`manage db ", "`%s db " % self.command)
         return self.stream.write(database.redact(text, self.secrets))
 
     def flush(self):
@@ -345,16 +376,22 @@ def main(argv=None, stdout=None, stderr=None):
         sys.stderr = real_stderr
     debug = bool(conf.debug)
     try:
-        settings = config.Settings.from_conf(conf)
+        settings = config.Settings.from_conf(
+            conf, require_connection=conf.command.func is not do_lint)
     except cfg.Error as exc:
         _error(raw_err, "configuration: %s" % _first_line(exc))
         return EXIT_ERROR
+    except ManageError as exc:
+        _error(raw_err, database.redact_text(
+            str(exc), conf.database.connection or ""))
+        return exc.exit_code
     password = database.password_of(settings.connection)
     # as decoded, and as written in the URL (percent-encoded)
     secrets = [password,
                password and urllib.parse.quote(password, safe="")]
-    out = RedactingStream(raw_out, secrets)
-    err = RedactingStream(raw_err, secrets)
+    command = _command_prefix(argv)
+    out = RedactingStream(raw_out, secrets, command)
+    err = RedactingStream(raw_err, secrets, command)
     _setup_logging(err, debug)
     manager = None
     try:
@@ -374,7 +411,7 @@ def main(argv=None, stdout=None, stderr=None):
         return exc.exit_code
     except KeyboardInterrupt:
         _error(err, "interrupted")
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly
         sys.stdout = open(os.devnull, "w")
         return EXIT_ERROR
@@ -389,6 +426,22 @@ def main(argv=None, stdout=None, stderr=None):
         if manager is not None:
             manager.close()
         logging.getLogger().handlers[:] = []
+
+
+def _command_prefix(argv):
+    """``manage`` with the configuration options of ``argv`` (those before
+    the command), quoted for a POSIX shell."""
+    words, options = ["manage"], ("--config-file", "--config-dir")
+    args = iter(argv)
+    for arg in args:
+        if arg == "db":
+            break
+        if arg in options:
+            words += [arg, shlex.quote(next(args, ""))]
+        elif arg.startswith(tuple(o + "=" for o in options)):
+            name, value = arg.split("=", 1)
+            words += [name, shlex.quote(value)]
+    return " ".join(words)
 
 
 def _first_line(exc):

@@ -11,6 +11,8 @@ from typing import Optional, Tuple
 
 from oslo_config import cfg
 
+from manage.exceptions import ConfigError
+
 DEFAULT_SQLITE_FILE = "manage.sqlite"
 DEFAULT_NAMESPACE = "manage.data_migrations"
 
@@ -172,16 +174,62 @@ class Settings:
     throttle_query: Optional[str] = None
     throttle_query_max: float = 0.0
     throttle_max_wait: float = 300.0
+    #: Where ``connection`` came from, for messages: ``"--config-file
+    #: /etc/app/app.conf"``, ``"OS_DATABASE__CONNECTION"``, ``"the embedded
+    #: default"``, ...
+    connection_source: str = "the caller"
+
+    def __post_init__(self):
+        """Refuse option values that contradict each other, before
+        anything runs.  Raises :class:`~manage.exceptions.ConfigError`."""
+        if self.batch_min_size > self.batch_max_size:
+            raise ConfigError("[migration] batch_min_size (%d) is larger "
+                              "than batch_max_size (%d)"
+                              % (self.batch_min_size, self.batch_max_size))
 
     @classmethod
-    def from_conf(cls, conf):
-        """Every field from the option of the same name in [migration]."""
+    def from_conf(cls, conf, require_connection=True):
+        """Every field from the option of the same name in [migration].
+
+        The connection comes from ``[database] connection`` (a config file,
+        or the ``OS_DATABASE__CONNECTION`` environment variable); the
+        embedded SQLite default is used only when no config file was read,
+        so a config file that lacks it, or sets it empty, is an error
+        (unless ``require_connection`` is false: ``lint``).
+        Raises :class:`~manage.exceptions.ConfigError`.
+        """
         group = conf.migration
         values = {f.name: group[f.name] for f in dataclasses.fields(cls)
                   if f.name in group}
         values["data_migrations"] = tuple(values["data_migrations"] or ())
-        return cls(connection=conf.database.connection or
-                   default_connection(), **values)
+        connection = conf.database.connection
+        files = list(conf.config_file or ()) + (
+            [conf.config_dir] if conf.config_dir else [])
+        if connection:
+            source = connection_source(conf)
+        elif files and require_connection:
+            raise ConfigError(
+                "no [database] connection in %s: set it to the database "
+                "to upgrade (the embedded SQLite default is used only "
+                "when no config file is read)" % ", ".join(files))
+        else:
+            connection, source = default_connection(), "the embedded default"
+        return cls(connection=connection, connection_source=source,
+                   **values)
+
+
+def connection_source(conf):
+    """Where oslo.config found ``[database] connection``: the config file
+    that set it, or the environment variable."""
+    try:
+        where = conf.get_location("connection", "database")
+    except Exception:   # an oslo.config without locations: say no more
+        return "the configuration"
+    if where is None or not where.detail:
+        return "the configuration"
+    if where.location == cfg.Locations.environment:
+        return "the environment variable %s" % where.detail
+    return where.detail
 
 
 def default_connection():

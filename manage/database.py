@@ -1,7 +1,6 @@
 """Connecting to the database: URL parsing, engines, and password redaction."""
 
 import contextlib
-import os
 import re
 
 import sqlalchemy as sa
@@ -67,9 +66,7 @@ def redact(text, secrets):
 def validate(connection):
     """Parse the URL and check what can be checked without connecting."""
     url = parse_url(connection)
-    if url.get_backend_name() == "sqlite":
-        _check_sqlite_path(url)
-    dialects.get(url.get_backend_name())
+    dialects.get(url.get_backend_name()).check_url(url, connection)
     return url
 
 
@@ -90,16 +87,6 @@ def create_engine(connection, **kwargs):
         ) from None
     support.configure_engine(engine)
     return engine
-
-
-def _check_sqlite_path(url):
-    path = url.database
-    if not path or path == ":memory:" or path.startswith("file:"):
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ConfigError("the folder of the SQLite database %s does not "
-                          "exist" % path)
 
 
 def describe_dbapi_error(exc, connection):

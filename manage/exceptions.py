@@ -1,16 +1,38 @@
-"""The one exception family of manage.
+"""The one exception family of manage, and the exit codes of its CLI.
 
 Every error the library raises on purpose is a :class:`ManageError`.  The CLI
 catches this family in one place and turns it into one line on stderr and the
-exit code the class carries.  Messages never contain a password: they are
-built from redacted URLs, and the CLI redacts its output once more.
+exit code the class carries (:class:`ExitCode`).  Messages never contain a
+password: they are built from redacted URLs, and the CLI redacts its output
+once more.
 """
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """What a ``manage`` command's exit status means, the same for every
+    command (the table in doc/cli.rst), so that a runbook can branch on it:
+    ``while manage db migrate --max-count N; [ $? -eq 4 ]`` repeats while
+    work remains and stops on any error."""
+
+    OK = 0                 #: success; ``check``: the database is current
+    ERROR = 1              #: fix something: configuration, refusal, ...
+    USAGE = 2              #: unknown action or option, bad option value
+    NEEDS_EXPAND = 3       #: ``check``: expand is next
+    NEEDS_MIGRATE = 4      #: ``check``: migrate is next; ``migrate``: work
+    #: remains (``--max-count`` reached, or throttled too long): run again
+    NEEDS_CONTRACT = 5     #: ``check``: contract is next
+    MIGRATION_FAILED = 6   #: a data migration failed (the others ran)
+    LOCK_HELD = 7          #: another run holds the run lock: try later
+    INTERRUPTED = 130      #: Ctrl-C (SIGINT)
+    TERMINATED = 143       #: SIGTERM
 
 
 class ManageError(Exception):
     """Base class: a failure the operator can act on."""
 
-    exit_code = 1
+    exit_code = ExitCode.ERROR
 
 
 class ConfigError(ManageError):
@@ -44,9 +66,9 @@ class PluginError(ManageError):
 class DataMigrationError(ManageError):
     """One or more data migrations failed while running."""
 
-    #: ``manage db migrate`` exits 2 when a migration failed (the others
-    #: still ran); 1 is kept for "work remains".
-    exit_code = 2
+    #: ``migrate`` and ``sync`` exit 6 when a migration failed (the others
+    #: still ran): neither "work remains" (4) nor a usage error (2).
+    exit_code = ExitCode.MIGRATION_FAILED
 
     def __init__(self, message, failures=()):
         super().__init__(message)
@@ -65,6 +87,8 @@ class DataConversionError(ManageError):
 
 class LockHeldError(ManageError):
     """Another run holds the run lock of this database."""
+
+    exit_code = ExitCode.LOCK_HELD
 
 
 class LockTimeoutError(ManageError):

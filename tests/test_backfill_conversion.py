@@ -30,7 +30,7 @@ def test_malformed_json_fails_the_migration_by_name(db_url, tmp_path, text):
     r = helpers.run(["db", "expand"], conf)
     assert r.code == 0, r.err
     r = helpers.run(["db", "migrate"], conf)
-    assert r.code == 2, (r.out, r.err)
+    assert r.code == 6, (r.out, r.err)
     assert r.err.startswith("manage: error: 1 data migration(s) failed: "
                             "users_settings_columns: "), r.err
     assert len(r.err.strip().splitlines()) == 1

@@ -122,7 +122,8 @@ def test_sync_takes_a_backup_first(db_url, tmp_path):
     conf = helpers.write_config(tmp_path, db_url)
     r = helpers.run(["db", "sync", "--backup", str(tmp_path / "b")], conf)
     assert r.code == 0, r.err
-    first = r.out.splitlines()[0]
+    target, first = r.out.splitlines()[:2]   # the database, then the backup
+    assert target.startswith("database: ")
     path = backup_path(first)
     assert mode(path) == 0o600
     assert helpers.run(["db", "check"], conf).code == 0
@@ -142,8 +143,8 @@ def test_sync_backup_of_a_database_not_created_yet(tmp_path):
     conf = helpers.write_config(tmp_path, url)
     r = helpers.run(["db", "sync", "--backup", str(tmp_path / "b")], conf)
     assert r.code == 0, r.err
-    assert r.out.startswith("backup: none taken, the database does not "
-                            "exist yet\n")
+    assert r.out.splitlines()[1] == ("backup: none taken, the database "
+                                     "does not exist yet")
     assert not (tmp_path / "b").exists()
 
 

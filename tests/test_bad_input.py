@@ -118,6 +118,31 @@ def _(ctx):
                                       % ctx.url), "db", "migrate"]
 
 
+@case("config-no-connection", 1, "no [database] connection in ")
+def _(ctx):
+    return ["--config-file", ctx.conf("[migration]\nbatch_size = 10\n"),
+            "db", "sync"]
+
+
+@case("config-empty-connection", 1, "no [database] connection in ")
+def _(ctx):
+    return ["--config-file", ctx.conf("[database]\nconnection =\n"),
+            "db", "expand"]
+
+
+@case("config-empty-file", 1, "no [database] connection in ")
+def _(ctx):
+    return ["--config-file", ctx.conf(""), "db", "migrate"]
+
+
+@case("batch-min-above-max", 1, "[migration] batch_min_size (500) is "
+      "larger than batch_max_size (100)", per_engine=True)
+def _(ctx):
+    # Refused before expand changes anything (it used to apply expand).
+    return ["--config-file", ctx.conf(batch_min_size=500,
+                                      batch_max_size=100), "db", "sync"]
+
+
 # -- connection URLs ---------------------------------------------------------
 def _url_case(name, url, message, action="expand"):
     """A case whose input is the URL; {pw} stands for the password."""
@@ -143,6 +168,10 @@ _url_case("server-unreachable-mysql", "mysql+pymysql://u:{pw}@127.0.0.1:1/x",
 _url_case("server-unreachable-postgresql",
           "postgresql://u:{pw}@127.0.0.1:1/x",
           "port 1 failed: Connection refused", "check")
+_url_case("sqlite-path-question-mark", "sqlite:////tmp/app?v2.sqlite",
+          "the SQLite path in [database] connection contains '?': what "
+          "follows it (v2.sqlite) is read as driver options, so /tmp/app "
+          "would be opened instead; write ? in a file name as %3F")
 _url_case("sqlite-folder-missing", "sqlite:////nonexistent/folder/db.sqlite",
           "the folder of the SQLite database /nonexistent/folder/db.sqlite "
           "does not exist")
@@ -213,7 +242,7 @@ def _(ctx):
     return ["--config-file", ctx.conf(), "db", "contract"]
 
 
-@case("lock-held", 1, "holds the run lock of this database; gave up after "
+@case("lock-held", 7, "holds the run lock of this database; gave up after "
       "waiting 0.5s", per_engine=True)
 def _(ctx):
     holder = helpers.manager(ctx.url)
@@ -241,7 +270,7 @@ class Raises(DataMigration):
 '''
 
 
-@case("data-migration-raises", 2, "1 data migration(s) failed: raises: "
+@case("data-migration-raises", 6, "1 data migration(s) failed: raises: "
       "ValueError: row 7 holds malformed JSON", per_engine=True,
       records=(("data", "raises"), ("step", "migrate:raises")))
 def _(ctx):
@@ -447,6 +476,10 @@ def test_catalogue_is_documented():
     assert len(CASES) >= 25
     for c in CASES:
         assert "``%s``" % c.name in doc, c.name
+        # The row's last cell is the exit code the case asserts.
+        row = doc.split("* - ``%s``" % c.name, 1)[1].split("* - ", 1)[0]
+        cells = re.split(r"\n\s+- ", row.strip())
+        assert cells[-1].split()[0] == str(c.code), (c.name, cells[-1])
 
 
 def test_debug_shows_the_traceback(tmp_path):

@@ -111,7 +111,7 @@ def test_second_run_refused_while_lock_held_read_only_allowed(db_url,
         conf = helpers.write_config(tmp_path, db_url, run_lock_timeout=1)
         for action in ("expand", "migrate", "contract", "sync"):
             r = helpers.run(["db", action], conf)
-            assert r.code == 1, (action, r.out)
+            assert r.code == 7, (action, r.out)
             assert "another manage run (host %s, pid %d) holds the run lock"\
                 % (socket.gethostname(), os.getpid()) in r.err
             assert "gave up after waiting 1s" in r.err

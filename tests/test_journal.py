@@ -156,7 +156,7 @@ def test_interrupted_and_failed_data_migrations(sqlite_url, tmp_path):
     conf = helpers.write_config(tmp_path, sqlite_url)
     assert helpers.run(["db", "expand"], conf).code == 0
     r = helpers.run(["db", "migrate"], conf)
-    assert r.code == 2
+    assert r.code == 6
     r = helpers.run(["db", "check"], conf)
     assert r.code == 4
     assert r.out.startswith("data migration users_settings_columns failed:")

@@ -110,7 +110,7 @@ def test_max_count_exit_codes_and_version(db_url, tmp_path):
     conf = expanded(db_url, tmp_path, ids)
     total = sum(expected_pending(ids).values())
     r = helpers.run(["db", "migrate", "--max-count", "10"], conf)
-    assert r.code == 1, r.err
+    assert r.code == 4, r.err
     assert "work remains: run `manage db migrate` again" in r.out
     assert rows_done(db_url)["users_display_name"] == 10
     assert sum(rows_done(db_url).values()) == 10
@@ -126,7 +126,7 @@ def test_max_count_exit_codes_and_version(db_url, tmp_path):
     while True:
         r = helpers.run(["db", "migrate", "--max-count", "10"], conf)
         runs += 1
-        assert r.code in (0, 1), r.err
+        assert r.code in (0, 4), r.err
         assert sum(rows_done(db_url).values()) == min(10 * runs, total)
         if r.code == 0:
             break
@@ -137,7 +137,7 @@ def test_max_count_exit_codes_and_version(db_url, tmp_path):
     assert_rows(db_url, ids)
 
 
-def test_failed_migration_exits_2_and_the_others_still_run(db_url, tmp_path):
+def test_failed_migration_exits_6_and_the_others_still_run(db_url, tmp_path):
     ids = range(1, 21)
     conf = expanded(db_url, tmp_path, ids)
     helpers.query(db_url, "DROP TABLE user_addresses")
@@ -147,7 +147,7 @@ def test_failed_migration_exits_2_and_the_others_still_run(db_url, tmp_path):
     helpers.query(db_url, "DELETE FROM manage_version WHERE kind = 'sync' "
                           "AND name = 'msync_users_address_to_user_addresses'")
     r = helpers.run(["db", "migrate"], conf)
-    assert r.code == 2
+    assert r.code == 6
     assert r.err.startswith("manage: error: 1 data migration(s) failed: "
                             "users_address_table: ")
     states = {n: r["state"] for n, r in recorded(db_url).items()}
@@ -250,7 +250,7 @@ def test_high_water_mark_under_concurrent_inserts(db_url, tmp_path):
 def test_contract_counts_instead_of_trusting_the_record(db_url, tmp_path):
     ids = range(1, 21)
     conf = expanded(db_url, tmp_path, ids)
-    assert helpers.run(["db", "migrate", "--max-count", "5"], conf).code == 1
+    assert helpers.run(["db", "migrate", "--max-count", "5"], conf).code == 4
     # A record that lies: every migration marked done.
     engine = database.create_engine(db_url)
     with engine.begin() as conn:

@@ -68,3 +68,23 @@ def test_offline_sync_needs_no_trigger_privilege(db_url, tmp_path,
     r = helpers.run(["db", "sync"], conf)
     assert r.code == 0, r.err
     assert helpers.run(["db", "check"], conf).code == 0
+
+
+def test_the_advised_grant_runs_when_pasted(db_url, tmp_path, untrusted):
+    """The GRANT in the message is valid SQL (the account quoted as
+    'user'@'host'), and once run, expand completes with trust still off."""
+    import re
+    conf = helpers.write_config(tmp_path, db_url)
+    r = helpers.run(["db", "expand"], conf)
+    assert r.code == 1
+    grant = re.search(r"Fix one of: (GRANT SUPER ON \*\.\* TO '[^']+'@'[^']+');",
+                      r.err)
+    assert grant, r.err
+    untrusted.admin_execute(grant.group(1))
+    try:
+        r = helpers.run(["db", "expand"], conf)
+        assert r.code == 0, r.err
+        assert helpers.schema_snapshot(db_url)["<triggers>"]
+    finally:
+        untrusted.admin_execute(grant.group(1).replace(
+            "GRANT", "REVOKE").replace(" TO ", " FROM "))

@@ -35,7 +35,7 @@ from sqlalchemy import exc as sa_exc
 from manage import database, dialects, journal, version_table as vt
 from manage.datamigration.progress import BatchEvent, Observer
 from manage.datamigration.throttle import QueryCheck, Throttle, ThreadsRunning
-from manage.exceptions import ConfigError, PluginError
+from manage.exceptions import PluginError
 
 #: Driver error codes meaning "try the transaction again".
 TRANSIENT_MYSQL = (1205, 1213)  # lock wait timeout, deadlock
@@ -119,10 +119,6 @@ class Runner:
                  load_checks=(), throttle=None, clock=time.monotonic,
                  sleep=time.sleep, recount=None):
         s = settings
-        if s.batch_min_size > s.batch_max_size:
-            raise ConfigError("[migration] batch_min_size (%d) is larger "
-                              "than batch_max_size (%d)"
-                              % (s.batch_min_size, s.batch_max_size))
         if throttle is None:
             checks = list(load_checks)
             if s.throttle_threads_running:

@@ -25,6 +25,12 @@ class DialectSupport(abc.ABC):
     retry_scope = "transaction"
 
     # -- engines and sessions ----------------------------------------------
+    def check_url(self, url, text):
+        """Refuse, with :class:`~manage.exceptions.ConfigError`, what can be
+        told wrong in a connection URL without connecting; ``url`` is the
+        parsed ``sqlalchemy.engine.URL``, ``text`` the URL as configured.
+        This default: nothing."""
+
     def engine_options(self):
         """Extra keyword arguments for sqlalchemy.create_engine."""
         return {}

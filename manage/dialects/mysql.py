@@ -281,6 +281,13 @@ class MySQLSupport(base.DialectSupport):
 
     @staticmethod
     def privilege_message(user, galera=False):
+        """``user`` as CURRENT_USER() gives it (``app@%``): the GRANT is
+        written with the account quoted (``'app'@'%'``), as MySQL needs it
+        to run when pasted."""
+        if user and "@" in user:
+            name, _, host = user.rpartition("@")
+            user = "'%s'@'%s'" % (name.replace("'", "''"),
+                                  host.replace("'", "''"))
         return (
             "the sync triggers cannot be created or dropped: binary logging "
             "is on%s and %s has no SUPER privilege (MySQL error 1419). Fix "

@@ -28,8 +28,36 @@ def _quote(name):
     return '"%s"' % name.replace('"', '""')
 
 
+#: Query options the pysqlite driver takes in an SQLite URL (``?timeout=5``;
+#: with ``uri=true`` also SQLite's own URI parameters).
+_URL_OPTIONS = {"timeout", "isolation_level", "detect_types",
+                "check_same_thread", "cached_statements", "uri", "mode",
+                "cache", "vfs", "immutable", "nolock", "psow", "modeof"}
+
+
 class SQLiteSupport(base.DialectSupport):
     name = "sqlite"
+
+    def check_url(self, url, text):
+        """The folder of the file must exist; a ``?`` in the path is
+        refused: SQLAlchemy reads what follows it as driver options, so
+        ``sqlite:////srv/db?.sqlite`` would open ``/srv/db``."""
+        path = url.database
+        _, mark, options = str(text).partition("?")
+        unknown = [part.split("=", 1)[0] for part in options.split("&")
+                   if part.split("=", 1)[0] not in _URL_OPTIONS]
+        if mark and unknown:
+            raise ConfigError(
+                "the SQLite path in [database] connection contains '?': "
+                "what follows it (%s) is read as driver options, so %s "
+                "would be opened instead; write ? in a file name as %%3F"
+                % (options, path or "an in-memory database"))
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ConfigError("the folder of the SQLite database %s does not "
+                              "exist" % path)
 
     @staticmethod
     def null_safe_equal(left, right, kind="text"):
