@@ -25,7 +25,8 @@ from manage.datamigration.runner import MigrateResult, Runner, count_pending
 from manage.dialects.base import RETRY_OPTION, table_of
 from manage.exceptions import (DataMigrationError, ForeignDatabaseError,
                                LockTimeoutError, OutOfOrderError,
-                               PrivilegeError, UnknownRevisionError)
+                               PluginError, PrivilegeError,
+                               UnknownRevisionError)
 from manage.repository import CONTRACT, EXPAND, Repository
 from manage.status import (BranchState, CompositeVersion,
                             DataMigrationState, SyncCheck)
@@ -245,7 +246,15 @@ class Manager:
             for plugin in self.plugins:
                 if not live(plugin):
                     continue  # its contract ran: nothing of it is left
-                remaining = count_pending(plugin, conn)
+                try:
+                    remaining = count_pending(plugin, conn)
+                except Exception as exc:
+                    raise PluginError(
+                        "contract refused: data migration %s could not count "
+                        "its pending rows: %s; nothing was changed" % (
+                            plugin.name, database.redact_text("%s: %s" % (
+                                type(exc).__name__, exc),
+                                self.settings.connection))) from None
                 if remaining:
                     left.append((plugin.name, remaining))
         if left:
@@ -495,7 +504,11 @@ class Manager:
             if state.done and not (counting and live(plugin)):
                 state.rows_remaining = 0
             elif counting:
-                state.rows_remaining = self._count_pending(plugin, conn)
+                state.rows_remaining, failure = self._count_pending(
+                    plugin, conn)
+                if failure and not state.detail:
+                    state.detail = "counting its pending rows failed: %s" \
+                        % failure
                 if state.done and state.rows_remaining:
                     state.state = vt.PENDING
                     state.detail = (
@@ -505,13 +518,19 @@ class Manager:
         return CompositeVersion(branches[EXPAND], branches[CONTRACT],
                                 migrations)
 
-    @staticmethod
-    def _count_pending(plugin, conn):
+    def _count_pending(self, plugin, conn):
+        """``(count, None)``, or ``(None, what failed)`` when the plugin's
+        ``pending()`` raised: ``version`` and ``check`` show ``?`` and the
+        failure instead of failing themselves."""
         try:
-            return int(plugin.pending(conn) or 0)
-        except sa_exc.SQLAlchemyError:
+            return count_pending(plugin, conn), None
+        except sa_exc.SQLAlchemyError as exc:
             conn.rollback()  # PostgreSQL: the failed query aborted it
-            return None
+            return None, database.describe_dbapi_error(
+                exc, self.settings.connection)
+        except Exception as exc:  # a plugin's bug must not break version
+            return None, database.redact_text("%s: %s" % (
+                type(exc).__name__, exc), self.settings.connection)
 
     # -- connections -------------------------------------------------------
     @property

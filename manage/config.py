@@ -6,6 +6,8 @@ tool adds.  :func:`list_opts` feeds ``oslo-config-generator``.
 """
 
 import dataclasses
+import difflib
+import glob
 import os
 from typing import Optional, Tuple
 
@@ -198,6 +200,7 @@ class Settings:
         (unless ``require_connection`` is false: ``lint``).
         Raises :class:`~manage.exceptions.ConfigError`.
         """
+        check_option_names(conf)
         group = conf.migration
         values = {f.name: group[f.name] for f in dataclasses.fields(cls)
                   if f.name in group}
@@ -216,6 +219,32 @@ class Settings:
             connection, source = default_connection(), "the embedded default"
         return cls(connection=connection, connection_source=source,
                    **values)
+
+
+def check_option_names(conf):
+    """Refuse an option of ``[migration]`` that manage does not know (a
+    misspelt ``batch_sise`` would otherwise be ignored), naming the file and
+    the closest known name.  ``[database]`` is shared with oslo.db and the
+    service, so its other options are left alone.
+    Raises :class:`~manage.exceptions.ConfigError`."""
+    known = {opt.dest for opt in migration_opts}
+    files = list(conf.config_file or ())
+    if conf.config_dir:
+        files += sorted(glob.glob(os.path.join(conf.config_dir, "*.conf")))
+    for path in files:
+        sections = {}
+        try:
+            cfg.ConfigParser(path, sections).parse()
+        except Exception:   # oslo.config reported it already, or will
+            continue
+        for name in sections.get("migration", {}):
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), 1)
+                raise ConfigError(
+                    "unknown option %s in [migration] of %s%s" % (
+                        name, path, "; did you mean %s?" % close[0]
+                        if close else " (`oslo-config-generator --namespace "
+                        "manage` lists the options)"))
 
 
 def connection_source(conf):

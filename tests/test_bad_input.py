@@ -279,6 +279,52 @@ def _(ctx):
     return ctx.with_plugin("migrate", "raises = bad_plugins:Raises", RAISES)
 
 
+LIAR = '''
+class Liar(DataMigration):
+    name = "liar"
+    def pending(self, connection):
+        return 5
+    def migrate(self, connection, limit):
+        return limit            # says it moved rows; moves none
+'''
+
+
+@case("plugin-reports-rows-it-does-not-move", 6, "1 data migration(s) "
+      "failed: liar: reported 1000 rows moved while 5 were pending, and 5 "
+      "still are: its migrate() reports rows it does not move",
+      per_engine=True, records=(("data", "liar"), ("step", "migrate:liar")))
+def _(ctx):
+    # It used to run for ever.
+    assert helpers.run(["db", "expand"], ctx.conf()).code == 0
+    return ctx.with_plugin("migrate", "liar = bad_plugins:Liar", LIAR)
+
+
+@case("plugin-registered-twice", 1, "data migration 'twice' is registered "
+      "twice in the entry-point namespace manage.test_twice "
+      "(bad_plugins:One and bad_plugins:Two); remove one")
+def _(ctx):
+    return ctx.with_plugin("version", "twice = bad_plugins:One\n"
+                           "twice = bad_plugins:Two",
+                           "class One(DataMigration):\n"
+                           "    def pending(self, c): return 0\n"
+                           "    def migrate(self, c, n): return 0\n\n"
+                           "class Two(One):\n    pass\n")
+
+
+@case("data-migrations-named-twice", 1, "[migration] data_migrations names "
+      "users_display_name more than once")
+def _(ctx):
+    return ["--config-file", ctx.conf(
+        data_migrations="users_display_name,users_email_domain,"
+        "users_display_name"), "db", "migrate"]
+
+
+@case("config-misspelt-option", 1, "unknown option batch_sise in "
+      "[migration] of ")
+def _(ctx):
+    return ["--config-file", ctx.conf(batch_sise=10), "db", "migrate"]
+
+
 @case("plugin-not-importable", 1, "data migration plugin 'broken' "
       "(no_such_module:Thing) cannot be loaded: ModuleNotFoundError")
 def _(ctx):
@@ -468,6 +514,33 @@ def test_bad_input(bad, engine, tmp_path):
             ctx.holder.join(30)
         if owner:
             owner[0].drop_database(owner[1])
+
+
+def test_a_failing_pending_count_is_shown_not_raised(tmp_path):
+    """A plugin whose pending() raises: version shows ? and the failure,
+    check keeps its code, migrate fails that migration by name."""
+    url = "sqlite:///%s" % (tmp_path / "db.sqlite")
+    helpers.deploy(url, 2).sync()
+    ctx = Ctx(url, tmp_path)
+    assert helpers.run(["db", "expand"], ctx.conf()).code == 0
+    code = ("class Broken(DataMigration):\n"
+            "    def pending(self, connection):\n"
+            "        return {}['settings']\n"
+            "    def migrate(self, connection, limit):\n"
+            "        return 0\n")
+    argv, env = ctx.with_plugin("version", "broken = bad_plugins:Broken",
+                                code)
+    r = helpers.run_process(argv, env=env)
+    assert r.code == 0, r.err
+    assert "  broken                       pending  0 rows done, ? remaining " \
+           "(counting its pending rows failed: KeyError: 'settings')\n" \
+        in r.out
+    r = helpers.run_process(argv[:-1] + ["check"], env=env)
+    assert (r.code, r.err) == (4, "")
+    r = helpers.run_process(argv[:-1] + ["migrate"], env=env)
+    assert r.code == 6
+    assert r.err == ("manage: error: 1 data migration(s) failed: broken: "
+                     "KeyError: 'settings'\n")
 
 
 def test_catalogue_is_documented():

@@ -30,7 +30,7 @@ def mark_done(url, names):
 def test_stale_done_is_counted_live_and_migrated_again(db_url, tmp_path):
     ids = range(1, 21)
     conf = expanded(db_url, tmp_path, ids)
-    assert helpers.run(["db", "migrate", "--max-count", "5"], conf).code == 1
+    assert helpers.run(["db", "migrate", "--max-count", "5"], conf).code == 4
     mark_done(db_url, MIGRATIONS)  # a record that says more than was done
     version = json.loads(helpers.run(["db", "version", "--format", "json"],
                                      conf).out)

@@ -29,7 +29,18 @@ def load(namespace, names=()):
             raise PluginError("data migration plugin %r is registered as "
                               "%r; the names must match"
                               % (plugin.name, ext.name))
+        if ext.name in plugins:
+            first = next(e for e in manager if e.name == ext.name)
+            raise PluginError(
+                "data migration %r is registered twice in the entry-point "
+                "namespace %s (%s and %s); remove one" % (
+                    ext.name, namespace, first.entry_point.value,
+                    ext.entry_point.value))
         plugins[ext.name] = plugin
+    twice = sorted({n for n in names if list(names).count(n) > 1})
+    if twice:
+        raise PluginError("[migration] data_migrations names %s more than "
+                          "once" % ", ".join(twice))
     if names:
         missing = sorted(set(names) - set(plugins))
         if missing:

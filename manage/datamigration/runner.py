@@ -212,6 +212,11 @@ class Runner:
             return started
         cursor = self.transaction(begin)
         moved = 0
+        # Rows reported moved since the last count, and that count: a
+        # plugin that reports more rows than were pending is counted again,
+        # and fails if the count did not drop (it reports rows it does not
+        # move, and would otherwise run for ever).
+        checkpoint, since = remaining, 0
         while True:
             if self.budget is not None and self.budget <= 0:
                 raise _Stop(None, go_on=True)
@@ -224,8 +229,18 @@ class Runner:
             seconds = self.clock() - start
             moved += batch.moved
             self.moved += batch.moved
+            since += batch.moved
             if self.budget is not None:
                 self.budget -= batch.moved
+            if since > checkpoint and not batch.done:
+                counted = self._count(plugin)
+                if counted >= checkpoint:
+                    raise _Stop(
+                        "reported %d rows moved while %d were pending, and "
+                        "%d still are: its migrate() reports rows it does "
+                        "not move (or rows needing it are written faster "
+                        "than it moves them)" % (since, checkpoint, counted))
+                checkpoint, since = counted, 0
             if batch.scanned >= limit:
                 sizer.record(batch.scanned, seconds)
             left = max(remaining - moved, 0)
@@ -319,8 +334,18 @@ class Runner:
 
 
 def count_pending(plugin, connection):
-    """The rows a migration still has to move: a count, not a record."""
-    return int(plugin.pending(connection) or 0)
+    """The rows a migration still has to move: a count, not a record.
+
+    Raises what the plugin's ``pending()`` raises; a value that is not a
+    whole number >= 0 is a :class:`~manage.exceptions.PluginError`."""
+    value = plugin.pending(connection)
+    try:
+        count = int(value or 0)
+    except (TypeError, ValueError):
+        count = -1
+    if count < 0:
+        raise PluginError("pending() returned %r, not a row count" % (value,))
+    return count
 
 
 def _dump(cursor):
