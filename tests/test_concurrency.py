@@ -140,3 +140,39 @@ def test_two_concurrent_runs_never_interleave(db_url, tmp_path):
     assert "expand: nothing to do" in other
     assert "contract: nothing to do" in other
     assert helpers.run(["db", "check"], conf).code == 0
+
+
+@pytest.mark.parametrize("engine_name", ["mysql", "postgresql"])
+def test_long_database_names_have_run_locks_of_their_own(engine_name,
+                                                         tmp_path):
+    """Two databases whose names share their first 53 characters (MySQL
+    lock names hold 64) do not share a run lock."""
+    from tests.conftest import server_for
+    server = server_for(engine_name)
+    import secrets
+    stem = "t" + "x" * 52 + secrets.token_hex(3)
+    names = [stem + "_a", stem + "_b"]
+    urls = [server.create_database(n) for n in names]
+    try:
+        holder = helpers.manager(urls[0])
+        held, release = threading.Event(), threading.Event()
+        thread = threading.Thread(target=_hold_run_lock,
+                                  args=(holder, held, release))
+        thread.start()
+        try:
+            assert held.wait(30)
+            conf = helpers.write_config(tmp_path, urls[1],
+                                        run_lock_timeout=1)
+            r = helpers.run(["db", "sync"], conf)
+            assert r.code == 0, r.err
+            assert helpers.run(["db", "check"], conf).code == 0
+            conf = helpers.write_config(tmp_path, urls[0],
+                                        run_lock_timeout=1)
+            assert helpers.run(["db", "sync"], conf).code == 7
+        finally:
+            release.set()
+            thread.join(30)
+            holder.close()
+    finally:
+        for name in names:
+            server.drop_database(name)

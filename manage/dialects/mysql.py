@@ -13,6 +13,7 @@ queues behind a waiting ALTER for longer.
 """
 
 import contextlib
+import hashlib
 import math
 
 from manage import backup
@@ -27,6 +28,19 @@ SIGNAL_MESSAGE_MAX = 128
 
 def _quote(name):
     return "`%s`" % name.replace("`", "``")
+
+
+def run_lock_name(database):
+    """The GET_LOCK name of a database's run lock: at most 64 characters
+    (MySQL's limit), distinct for every database name.  Short names stay
+    readable (``manage.run.app``); a long one keeps its first 40 characters
+    and a digest of the whole (two names sharing their first 53 characters
+    once shared one lock)."""
+    name = "manage.run.%s" % (database or "")
+    if len(name) <= 64:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+    return "%s.%s" % (name[:40], digest)
 
 
 class MySQLSupport(base.DialectSupport):
@@ -301,8 +315,7 @@ class MySQLSupport(base.DialectSupport):
     # -- one run at a time -------------------------------------------------
     @contextlib.contextmanager
     def run_lock(self, engine, timeout, owner, describe_holder=None):
-        name = triggers.sql_string(
-            ("manage.run.%s" % (engine.url.database or ""))[:64])
+        name = triggers.sql_string(run_lock_name(engine.url.database))
         with base.autocommit_connection(engine) as conn:
             got = conn.exec_driver_sql(
                 "SELECT GET_LOCK(%s, %.3f)" % (name, timeout)).scalar()
