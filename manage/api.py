@@ -7,6 +7,7 @@ a :class:`manage.exceptions.ManageError`.
 import contextlib
 import dataclasses
 import os
+import signal
 import socket
 import time
 from typing import List, Optional
@@ -23,9 +24,12 @@ from manage.config import Settings
 from manage.datamigration import loader
 from manage.datamigration.runner import MigrateResult, Runner, count_pending
 from manage.dialects.base import RETRY_OPTION, table_of
-from manage.exceptions import (DataMigrationError, ForeignDatabaseError,
-                               LockTimeoutError, OutOfOrderError,
-                               PrivilegeError, UnknownRevisionError)
+from manage.exceptions import (BackupError, DatabaseError,
+                               DataMigrationError,
+                               ForeignDatabaseError, Interrupted,
+                               LockTimeoutError, ManageError, OutOfOrderError,
+                               PrivilegeError, RestoreIncompleteError,
+                               UnknownRevisionError)
 from manage.repository import CONTRACT, EXPAND, Repository
 from manage.status import (BranchState, CompositeVersion,
                             DataMigrationState, SyncCheck)
@@ -50,6 +54,29 @@ class SyncResult:
     migrate: MigrateResult
     contract: PhaseResult
     backup: Optional[str] = None
+
+
+@dataclasses.dataclass
+class RestoreResult:
+    """What a restore did (and, while it runs, how far it got)."""
+    path: str
+    #: The backup of the database as it was before, or None.
+    safety_backup: Optional[str] = None
+    revisions_before: List[str] = dataclasses.field(default_factory=list)
+    revisions_after: List[str] = dataclasses.field(default_factory=list)
+    #: "verify", "safety backup", "restore" or "done".
+    stage: str = "verify"
+    #: Whether the database was marked as being restored.
+    marked: bool = False
+
+
+def _owner():
+    return "host %s, pid %d" % (socket.gethostname(), os.getpid())
+
+
+def _signal_name(exc):
+    return "Ctrl-C" if backup.signal_of(exc) == signal.SIGINT else \
+        signal.Signals(backup.signal_of(exc)).name
 
 
 class Manager:
@@ -117,17 +144,152 @@ class Manager:
 
     # -- backups -----------------------------------------------------------
     def backup(self, directory):
-        """Back up the database into a new owner-only file in ``directory``;
-        returns its path.  Holds the run lock: no upgrade runs meanwhile."""
-        with self._run_lock(upgrade=False):
-            return self._backup(directory)
+        """Back up the database into a new owner-only file in ``directory``,
+        with its manifest; returns its path.  Holds the run lock: no upgrade
+        runs meanwhile.  Refused while the database is being restored."""
+        with backup.interruptible():
+            try:
+                with self._run_lock(upgrade=False):
+                    if not self._sqlite_file_missing():
+                        with self._connect("inspecting the database") as conn:
+                            backup.refuse_if_restoring(conn)
+                    return self._backup(directory)
+            except KeyboardInterrupt as exc:
+                raise Interrupted("backup interrupted by %s: no backup was "
+                                  "written" % _signal_name(exc),
+                                  backup.signal_of(exc)) from None
 
-    def restore(self, path):
-        """Replace the database's content with a backup file."""
-        with self._run_lock(upgrade=False):
-            with database.translate_errors(self.settings.connection,
-                                           "restoring %s" % path):
-                self.support.restore(self.engine, os.path.abspath(path))
+    def restore(self, path, safety_backup_dir=None, safety_backup=True,
+                require_manifest=True, other_database=False,
+                on_safety_backup=None):
+        """Replace the database's content with a backup file.
+
+        Before anything changes the whole backup is verified: its kind, its
+        manifest (size, SHA-256, dialect, database, revisions known to this
+        code) and a full read by the dialect.  Then, if the database holds
+        tables, a safety backup of it is taken into ``safety_backup_dir``
+        (default: the folder of ``path``) and handed to
+        ``on_safety_backup(path)``, unless ``safety_backup`` is False.  The
+        replacement is one transaction where the dialect allows
+        (PostgreSQL, SQLite); elsewhere the database is marked as being
+        restored until the load completes (:mod:`manage.backup`).
+
+        ``require_manifest=False`` accepts a backup without a manifest;
+        ``other_database=True`` one taken of another database.  Returns a
+        :class:`RestoreResult`.
+        """
+        path = os.path.abspath(path)
+        progress = RestoreResult(path)
+        with backup.interruptible():
+            try:
+                with self._run_lock(upgrade=False):
+                    self._restore(path, progress, safety_backup_dir,
+                                  safety_backup, require_manifest,
+                                  other_database, on_safety_backup)
+            except KeyboardInterrupt as exc:
+                raise Interrupted(self._interrupted_restore(exc, progress),
+                                  backup.signal_of(exc)) from None
+        return progress
+
+    def _restore(self, path, result, safety_backup_dir, safety_backup,
+                 require_manifest, other_database, on_safety_backup):
+        support = self.support
+        backup.check_backup_file(path, support.backup_magics,
+                                 support.backup_kind)
+        manifest = backup.read_manifest(path)
+        if manifest is None and require_manifest:
+            raise BackupError(
+                "backup file %s has no manifest (%s): the backup did not "
+                "finish, or was not made by `manage db backup`; nothing was "
+                "restored. If you know it is complete, run `manage db "
+                "restore --without-manifest %s`" % (
+                    path, backup.manifest_path(path), path))
+        if manifest is not None:
+            backup.verify_manifest(path, manifest, support.name)
+            self._check_backup_source(path, manifest, other_database)
+        with database.translate_errors(self.settings.connection,
+                                       "verifying %s" % path):
+            support.verify_backup(path)
+        missing = self._sqlite_file_missing()
+        mark, has_tables = None, False
+        if not missing:
+            with self._connect("inspecting the database") as conn:
+                mark = backup.restoring_mark(conn)
+                has_tables = bool(sa.inspect(conn).get_table_names())
+                result.revisions_before = self._heads(conn)
+        if mark is not None:
+            result.safety_backup = mark.get("safety_backup")
+        elif has_tables and safety_backup:
+            result.stage = "safety backup"
+            result.safety_backup = self._backup(
+                safety_backup_dir or os.path.dirname(path))
+            if on_safety_backup is not None:
+                on_safety_backup(result.safety_backup)
+        with database.translate_errors(self.settings.connection,
+                                       "restoring %s" % path):
+            if not support.restore_is_atomic:
+                backup.mark_restoring(self.engine, path,
+                                      result.safety_backup, _owner())
+                result.marked = True
+            result.stage = "restore"
+            try:
+                support.restore(self.engine, path)
+            except DatabaseError as exc:
+                if result.marked:
+                    raise DatabaseError("%s. %s" % (
+                        exc, backup.unfinished_restore_message(
+                            self._mark(), "Nothing is lost, but "))) from exc
+                raise DatabaseError("%s; nothing was restored: the database "
+                                    "is as it was" % exc) from exc
+            result.stage = "done"
+        with self._connect("reading the version") as conn:
+            if backup.restoring_mark(conn) is not None:  # pragma: no cover
+                raise RestoreIncompleteError(backup.unfinished_restore_message(
+                    backup.restoring_mark(conn)))
+            result.revisions_after = self._heads(conn)
+
+    def _mark(self):
+        with self._connect("reading the restore mark") as conn:
+            return backup.restoring_mark(conn) or {}
+
+    def _check_backup_source(self, path, manifest, other_database):
+        """Refuse a backup of another database (unless told) or holding a
+        revision this code does not know."""
+        name = self.support.backup_name(self.engine)
+        if manifest.database != name and not other_database:
+            raise BackupError(
+                "%s is a backup of the database %s, not of %s; nothing was "
+                "restored. To copy its content into %s, run `manage db "
+                "restore --other-database %s`" % (
+                    path, manifest.database, name, name, path))
+        unknown = [r for r in manifest.revisions
+                   if not self.repository.knows(r)]
+        if unknown:
+            raise BackupError(
+                "%s holds revision %s, which this code does not know: it was "
+                "taken from a newer release or another application; nothing "
+                "was restored. Restore it with the release that made it"
+                % (path, ", ".join(sorted(unknown))))
+
+    def _interrupted_restore(self, exc, result):
+        """What an interrupted restore left, in words."""
+        by = "restore interrupted by %s" % _signal_name(exc)
+        if result.stage == "restore" and result.marked:
+            try:
+                mark = self._mark()
+            except ManageError:
+                mark = {"backup_file": result.path,
+                        "safety_backup": result.safety_backup}
+            return "%s: %s" % (by, backup.unfinished_restore_message(mark))
+        if result.stage == "restore":
+            return ("%s: nothing was restored: its transaction was rolled "
+                    "back, the database is as it was" % by)
+        return "%s before it changed anything: the database is as it was" % by
+
+    def _heads(self, conn):
+        if ALEMBIC_TABLE not in sa.inspect(conn).get_table_names():
+            return []
+        return sorted(MigrationContext.configure(conn).get_current_heads())
 
     def _backup(self, directory):
         with database.translate_errors(self.settings.connection,
@@ -137,8 +299,14 @@ class Manager:
                 self.support.backup_suffix)
             try:
                 self.support.backup(self.engine, path)
+                with self._connect("reading the version") as conn:
+                    revisions = self._heads(conn)
+                backup.write_manifest(path, self.support.name,
+                                      self.support.backup_name(self.engine),
+                                      revisions)
             except BaseException:
-                os.unlink(path)
+                manifest = backup.manifest_path(path)
+                backup.remove_quietly(path, manifest, manifest + ".partial")
                 raise
         return path
 
@@ -427,6 +595,8 @@ class Manager:
         """Read and validate the composite version; refuse unknown states."""
         inspector = sa.inspect(conn)
         tables = set(inspector.get_table_names())
+        if backup.MARK_TABLE in tables:
+            backup.refuse_if_restoring(conn)
         heads = []
         if ALEMBIC_TABLE in tables:
             heads = list(MigrationContext.configure(conn).get_current_heads())

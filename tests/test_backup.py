@@ -40,6 +40,14 @@ def backup_path(out):
     return match.group(1)
 
 
+def safety_path(out):
+    match = re.search(r"^restore: safety backup of the database as it was: "
+                      r"written to (\S+) \(restore with `manage db restore "
+                      r"\1`\)$", out, re.M)
+    assert match, out
+    return match.group(1)
+
+
 def mode(path):
     return stat.S_IMODE(os.stat(path).st_mode)
 
@@ -61,9 +69,9 @@ def spy_tools(tmp_path, monkeypatch):
             "{ echo \"argv: $0 $*\"; echo \"PGPASSWORD=${PGPASSWORD:-}\";\n"
             "  for a in \"$@\"; do case \"$a\" in --defaults-extra-file=*)\n"
             "    f=${a#--defaults-extra-file=};\n"
-            "    echo \"optionfile $(stat -c %%a $f)\"; cat \"$f\";;\n"
+            "    echo \"optionfile $(stat -L -c %%a $f)\"; cat \"$f\";;\n"
             "  esac; done;\n"
-            "  if [ -n \"$PGPASSFILE\" ]; then echo \"passfile $(stat -c %%a"
+            "  if [ -n \"$PGPASSFILE\" ]; then echo \"passfile $(stat -L -c %%a"
             " $PGPASSFILE)\"; cat \"$PGPASSFILE\"; fi; } >> %s\n"
             "exec %s \"$@\"\n" % (log, real))
         script.chmod(0o755)
@@ -92,10 +100,14 @@ def test_round_trip(db_url, tmp_path, spy_tools):
     helpers.query(db_url, "CREATE TABLE scratch (id INTEGER PRIMARY KEY)")
     assert state(db_url) != before
 
+    changed = state(db_url)
     r = helpers.run(["db", "restore", path], conf)
     assert r.code == 0, r.err
-    assert r.out == "restore: the database now holds the content of %s\n" \
-        % path
+    safety = safety_path(r.out)
+    assert r.out.splitlines()[1:] == [
+        "restore: the database now holds the content of %s" % path]
+    assert os.path.dirname(safety) == os.path.dirname(path)
+    assert mode(safety) == 0o600 and mode(safety + ".manifest") == 0o600
     assert state(db_url) == before
     # The restored database works: the application writes, manage reads.
     helpers.query(db_url, "INSERT INTO users (id, display_name, email) "
