@@ -227,11 +227,11 @@ class Manager:
                 on_safety_backup(result.safety_backup)
         with database.translate_errors(self.settings.connection,
                                        "restoring %s" % path):
+            result.stage = "restore"
             if not support.restore_is_atomic:
+                result.marked = True
                 backup.mark_restoring(self.engine, path,
                                       result.safety_backup, _owner())
-                result.marked = True
-            result.stage = "restore"
             try:
                 support.restore(self.engine, path)
             except DatabaseError as exc:

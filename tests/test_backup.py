@@ -139,7 +139,11 @@ def test_sync_takes_a_backup_first(db_url, tmp_path):
     assert mode(path) == 0o600
     assert helpers.run(["db", "check"], conf).code == 0
     # The backup holds the database as it was before sync changed it.
-    assert helpers.run(["db", "restore", path], conf).code == 0
+    r = helpers.run(["db", "restore", path], conf)
+    assert r.code == 0, r.err
+    assert r.out.splitlines()[-1] == (
+        "restore: revisions r2_contract01 (were r3_contract02); run the "
+        "release that matches them, `manage db check` says what it needs")
     after = state(db_url)
     assert after[0] == before[0]
     assert {t: rows for t, rows in after[1].items() if t != "manage_version"} \
