@@ -32,7 +32,7 @@ DUMPERS = {"mysql": ("mariadb-dump", "mysqldump"),
 
 WRAPPER = r'''#!%(python)s
 """%(name)s, slowed down: hang (mode hang), or pass %(limit)d bytes of the
-input on to the real tool, then hang."""
+input on to the real tool, then hang (feed) or fail (fail)."""
 import os, subprocess, sys, time
 with open(%(log)r, "a") as f:
     f.write("%%d\n" %% os.getpid())
@@ -53,6 +53,11 @@ while len(data) < %(limit)d:
 child.stdin.write(data)
 child.stdin.flush()
 time.sleep(1.5)
+if %(mode)r == "fail":
+    child.kill()
+    child.wait()
+    sys.stderr.write("ERROR 1114 (HY000): The table is full (simulated)\n")
+    sys.exit(1)
 open(%(ready)r, "w").close()
 time.sleep(600)
 '''
@@ -375,3 +380,39 @@ def test_a_killed_backup_or_restore_leaves_no_password_nor_tool(
     else:
         assert state(db_url) == changed
         assert helpers.run(["db", "check"], conf).code == 0
+
+
+def test_a_load_that_fails_leaves_the_database_as_it_was_or_marked(
+        db_url, tmp_path, engine_name):
+    """The client tool fails part-way (a full disk, say)."""
+    if engine_name == "sqlite":
+        pytest.skip("SQLite's restore runs no client tool")
+    conf, path, backed, changed = prepared(db_url, tmp_path)
+    slow = Slowed(tmp_path, LOADERS[engine_name], "fail",
+                  limit=os.path.getsize(path) // 2)
+    tool = os.path.basename(backup_tool(engine_name))
+    r = helpers.run_process(["db", "restore", path], conf, env=slow.env)
+    assert r.code == 1
+    failed = ("manage: error: restoring failed (%s exited 1): ERROR 1114 "
+              "(HY000): The table is full (simulated)" % tool)
+    if engine_name == "postgresql":
+        assert r.err == failed + "; nothing was restored: the database is " \
+            "as it was\n"
+        assert state(db_url) == changed
+        assert helpers.run(["db", "check"], conf).code == 0
+        return
+    assert r.err.startswith(failed + ". Nothing is lost, but the database "
+                            "is partly restored: a restore from %s started "
+                            "at " % path), r.err
+    assert "`manage db restore %s`\n" % safety_path(r.out) in r.err
+    assert "users" not in helpers.schema_snapshot(db_url)
+    r = helpers.run(["db", "check"], conf)
+    assert r.code == 1 and "the database is partly restored" in r.err
+    assert helpers.run(["db", "restore", path], conf).code == 0
+    assert state(db_url) == backed
+
+
+def backup_tool(engine_name):
+    import shutil
+    return next(shutil.which(n) for n in LOADERS[engine_name]
+                if shutil.which(n))
