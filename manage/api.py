@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import sqlalchemy as sa
 from alembic import command
@@ -25,10 +25,9 @@ from manage.datamigration import loader
 from manage.datamigration.runner import MigrateResult, Runner, count_pending
 from manage.dialects.base import RETRY_OPTION, table_of
 from manage.exceptions import (BackupError, DatabaseError,
-                               DataMigrationError,
-                               ForeignDatabaseError, Interrupted,
-                               LockTimeoutError, ManageError, OutOfOrderError,
-                               PrivilegeError, RestoreIncompleteError,
+                               DataMigrationError, ForeignDatabaseError,
+                               Interrupted, LockTimeoutError, ManageError,
+                               OutOfOrderError, PrivilegeError,
                                UnknownRevisionError)
 from manage.repository import CONTRACT, EXPAND, Repository
 from manage.status import (BranchState, CompositeVersion,
@@ -143,7 +142,7 @@ class Manager:
             return SyncResult(expanded, migrated, contracted, saved)
 
     # -- backups -----------------------------------------------------------
-    def backup(self, directory):
+    def backup(self, directory: str) -> str:
         """Back up the database into a new owner-only file in ``directory``,
         with its manifest; returns its path.  Holds the run lock: no upgrade
         runs meanwhile.  Refused while the database is being restored."""
@@ -159,9 +158,11 @@ class Manager:
                                   "written" % _signal_name(exc),
                                   backup.signal_of(exc)) from None
 
-    def restore(self, path, safety_backup_dir=None, safety_backup=True,
-                require_manifest=True, other_database=False,
-                on_safety_backup=None):
+    def restore(self, path: str, safety_backup_dir: Optional[str] = None,
+                safety_backup: bool = True, require_manifest: bool = True,
+                other_database: bool = False,
+                on_safety_backup: Optional[Callable[[str], None]] = None
+                ) -> "RestoreResult":
         """Replace the database's content with a backup file.
 
         Before anything changes the whole backup is verified: its kind, its
@@ -243,12 +244,11 @@ class Manager:
                                     "is as it was" % exc) from exc
             result.stage = "done"
         with self._connect("reading the version") as conn:
-            if backup.restoring_mark(conn) is not None:  # pragma: no cover
-                raise RestoreIncompleteError(backup.unfinished_restore_message(
-                    backup.restoring_mark(conn)))
+            backup.refuse_if_restoring(conn)  # the load ended without its end
             result.revisions_after = self._heads(conn)
 
-    def _mark(self):
+    def _mark(self) -> dict:
+        """The being-restored mark ({} when there is none)."""
         with self._connect("reading the restore mark") as conn:
             return backup.restoring_mark(conn) or {}
 
@@ -271,7 +271,8 @@ class Manager:
                 "was restored. Restore it with the release that made it"
                 % (path, ", ".join(sorted(unknown))))
 
-    def _interrupted_restore(self, exc, result):
+    def _interrupted_restore(self, exc: BaseException,
+                             result: "RestoreResult") -> str:
         """What an interrupted restore left, in words."""
         by = "restore interrupted by %s" % _signal_name(exc)
         if result.stage == "restore" and result.marked:
@@ -286,7 +287,9 @@ class Manager:
                     "back, the database is as it was" % by)
         return "%s before it changed anything: the database is as it was" % by
 
-    def _heads(self, conn):
+    @staticmethod
+    def _heads(conn) -> List[str]:
+        """The Alembic heads recorded in the database, sorted."""
         if ALEMBIC_TABLE not in sa.inspect(conn).get_table_names():
             return []
         return sorted(MigrationContext.configure(conn).get_current_heads())
