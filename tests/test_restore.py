@@ -334,7 +334,20 @@ def test_a_killed_backup_or_restore_leaves_no_password_nor_tool(
     and the credential files had no name to leave behind."""
     conf, path, backed, changed = prepared(db_url, tmp_path)
     if engine_name != "sqlite":
+        # SIGTERM first: the dump tool is ended, its file removed.
         slow = Slowed(tmp_path / "backups", DUMPERS[engine_name], "hang")
+        proc = start(["db", "backup", str(tmp_path / "b1")], conf, slow.env)
+        wait_for(slow.ready.exists, "the backup to start")
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, out, err) == (
+            143, "", "manage: error: backup interrupted by SIGTERM: no "
+            "backup was written\n")
+        assert not any(alive(p) for p in slow.pids())
+        assert os.listdir(tmp_path / "b1") == []
+        assert os.listdir(slow.tmpdir) == []
+        slow.ready.unlink()
+        slow.log.unlink()
         proc = start(["db", "backup", str(tmp_path / "b2")], conf, slow.env)
         wait_for(slow.ready.exists, "the backup to start")
         proc.kill()
@@ -416,3 +429,29 @@ def backup_tool(engine_name):
     import shutil
     return next(shutil.which(n) for n in LOADERS[engine_name]
                 if shutil.which(n))
+
+
+def test_restore_into_an_empty_database_takes_no_safety_backup(
+        db_url, tmp_path, engine_name):
+    """Copying a database into a new one (another name: told so)."""
+    from tests import conftest
+    conf, path, backed, changed = prepared(db_url, tmp_path)
+    (tmp_path / "new").mkdir()
+    url, owner = conftest.new_database(engine_name, tmp_path / "new")
+    if engine_name == "sqlite":  # the name is the file's
+        url = "sqlite:///%s" % (tmp_path / "new" / "other.sqlite")
+    try:
+        other = helpers.write_config(tmp_path / "new", url)
+        r = helpers.run(["db", "restore", path], other)
+        assert r.code == 1 and "is a backup of the database" in r.err
+        r = helpers.run(["db", "restore", "--other-database", path], other)
+        assert (r.code, r.out.splitlines()[0]) == (
+            0, "restore: the database now holds the content of %s" % path), \
+            r.err
+        assert state(url) == backed
+        assert sorted(os.listdir(tmp_path / "backups")) == [
+            os.path.basename(path), os.path.basename(path) + ".manifest"]
+        assert helpers.run(["db", "check"], other).code == 0
+    finally:
+        if owner is not None:
+            owner[0].drop_database(owner[1])
