@@ -67,6 +67,7 @@ def spy_tools(tmp_path, monkeypatch):
         script.write_text(
             "#!/bin/sh\n"
             "{ echo \"argv: $0 $*\"; echo \"PGPASSWORD=${PGPASSWORD:-}\";\n"
+            "  echo \"MYSQL_PWD=${MYSQL_PWD:-}\";\n"
             "  for a in \"$@\"; do case \"$a\" in --defaults-extra-file=*)\n"
             "    f=${a#--defaults-extra-file=};\n"
             "    echo \"optionfile $(stat -L -c %%a $f)\"; cat \"$f\";;\n"
@@ -121,6 +122,10 @@ def test_round_trip(db_url, tmp_path, spy_tools):
             if line.startswith("argv: "):
                 assert password not in line
         assert "PGPASSWORD=\n" in log and "PGPASSWORD=" + password not in log
+        assert "MYSQL_PWD=" + password not in log
+        # Credentials come from files with no name: /dev/fd/N.
+        assert re.search(r"--defaults-extra-file=/dev/fd/\d+ |"
+                         r"^passfile 600$", log, re.M), log
         assert re.search(r"^(optionfile|passfile) 600$", log, re.M), log
         assert password in log  # read from the private file by the tool
     assert password is None or password not in r.out + r.err

@@ -411,6 +411,15 @@ def _(ctx):
     return ["--config-file", ctx.conf(), "db", "restore", path]
 
 
+@case("restore-manifest-unreadable", 1, ".manifest of backup ",
+      per_engine=True)
+def _(ctx):
+    path = _backup(ctx)
+    with open(path + ".manifest", "w") as f:
+        f.write("{not json")
+    return ["--config-file", ctx.conf(), "db", "restore", path]
+
+
 @case("restore-other-database", 1, "is a backup of the database elsewhere",
       per_engine=True)
 def _(ctx):
