@@ -67,6 +67,9 @@ class RestoreResult:
     stage: str = "verify"
     #: Whether the database was marked as being restored.
     marked: bool = False
+    #: Whether ``safety_backup`` was taken by this restore (not named by
+    #: the mark of an earlier one).
+    safety_taken: bool = False
 
 
 def _owner():
@@ -224,6 +227,7 @@ class Manager:
             result.stage = "safety backup"
             result.safety_backup = self._backup(
                 safety_backup_dir or os.path.dirname(path))
+            result.safety_taken = True
             if on_safety_backup is not None:
                 on_safety_backup(result.safety_backup)
         with database.translate_errors(self.settings.connection,
@@ -237,15 +241,38 @@ class Manager:
                 support.restore(self.engine, path)
             except DatabaseError as exc:
                 if result.marked:
-                    raise DatabaseError("%s. %s" % (
-                        exc, backup.unfinished_restore_message(
-                            self._mark(), "Nothing is lost, but "))) from exc
+                    raise self._put_back(exc, result) from exc
                 raise DatabaseError("%s; nothing was restored: the database "
                                     "is as it was" % exc) from exc
             result.stage = "done"
         with self._connect("reading the version") as conn:
             backup.refuse_if_restoring(conn)  # the load ended without its end
             result.revisions_after = self._heads(conn)
+
+    def _put_back(self, exc: DatabaseError,
+                  result: "RestoreResult") -> DatabaseError:
+        """A load failed part-way on a database marked as being restored:
+        load the safety backup this restore took, so that the database is
+        as it was (its load drops the mark).  Returns the error to raise:
+        what the database holds now."""
+        if result.safety_taken:
+            result.stage = "putting back"
+            try:
+                self.support.verify_backup(result.safety_backup)
+                self.support.restore(self.engine, result.safety_backup)
+            except ManageError:
+                pass  # still marked: say so below
+            else:
+                result.stage = "put back"
+                return DatabaseError(
+                    "%s; nothing was restored: the database was put back as "
+                    "it was, from the safety backup %s"
+                    % (exc, result.safety_backup))
+        mark = self._mark()
+        text = backup.unfinished_restore_message(
+            mark, "nothing is lost, but " if mark.get("safety_backup")
+            else "")
+        return DatabaseError("%s. %s%s" % (exc, text[:1].upper(), text[1:]))
 
     def _mark(self) -> dict:
         """The being-restored mark ({} when there is none)."""
@@ -275,7 +302,7 @@ class Manager:
                              result: "RestoreResult") -> str:
         """What an interrupted restore left, in words."""
         by = "restore interrupted by %s" % _signal_name(exc)
-        if result.stage == "restore" and result.marked:
+        if result.stage in ("restore", "putting back") and result.marked:
             try:
                 mark = self._mark()
             except ManageError:

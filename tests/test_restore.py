@@ -36,6 +36,8 @@ input on to the real tool, then hang (feed) or fail (fail)."""
 import os, subprocess, sys, time
 with open(%(log)r, "a") as f:
     f.write("%%d\n" %% os.getpid())
+if %(mode)r == "fail" and os.path.exists(%(ready)r):  # fails once
+    os.execv(%(real)r, [%(real)r] + sys.argv[1:])
 if %(mode)r == "hang":
     open(%(ready)r, "w").close()
     time.sleep(600)
@@ -53,12 +55,12 @@ while len(data) < %(limit)d:
 child.stdin.write(data)
 child.stdin.flush()
 time.sleep(1.5)
+open(%(ready)r, "w").close()
 if %(mode)r == "fail":
     child.kill()
     child.wait()
     sys.stderr.write("ERROR 1114 (HY000): The table is full (simulated)\n")
     sys.exit(1)
-open(%(ready)r, "w").close()
 time.sleep(600)
 '''
 
@@ -414,10 +416,19 @@ def test_a_load_that_fails_leaves_the_database_as_it_was_or_marked(
         assert state(db_url) == changed
         assert helpers.run(["db", "check"], conf).code == 0
         return
-    assert r.err.startswith(failed + ". Nothing is lost, but the database "
-                            "is partly restored: a restore from %s started "
-                            "at " % path), r.err
-    assert "`manage db restore %s`\n" % safety_path(r.out) in r.err
+    # MySQL: the safety backup is loaded back.
+    assert r.err == failed + "; nothing was restored: the database was put " \
+        "back as it was, from the safety backup %s\n" % safety_path(r.out)
+    assert state(db_url) == changed
+    assert helpers.run(["db", "check"], conf).code == 0
+    # Without a safety backup, the database stays marked.
+    slow.ready.unlink()
+    r = helpers.run_process(["db", "restore", "--no-safety-backup", path],
+                            conf, env=slow.env)
+    assert r.code == 1
+    assert r.err.startswith(failed + ". The database is partly restored: a "
+                            "restore from %s started at " % path), r.err
+    assert "go back" not in r.err
     assert "users" not in helpers.schema_snapshot(db_url)
     r = helpers.run(["db", "check"], conf)
     assert r.code == 1 and "the database is partly restored" in r.err
