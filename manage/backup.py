@@ -436,9 +436,11 @@ def run_tool(argv: List[str], doing: str, stdin_path: Optional[str] = None,
             finally:
                 with contextlib.suppress(BrokenPipeError):
                     tool.proc.stdin.close()
+                if source is not None:  # it must not block on a full pipe
+                    source.proc.stdout.close()
+            tool.wait()  # the loader's error first: it stopped first
             if source is not None:
                 source.wait()
-            tool.wait()
     finally:
         if stdout_path:
             out.close()

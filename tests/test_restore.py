@@ -117,12 +117,18 @@ def alive(pid):
         return False
 
 
-def prepared(db_url, tmp_path):
-    """Release 3 with rows, backed up, then changed.  Returns the config,
-    the backup, and the state in the backup and after the change."""
+def prepared(db_url, tmp_path, more_rows=0):
+    """Release 3 with rows (``more_rows`` users more, of 600 bytes each),
+    backed up, then changed.  Returns the config, the backup, and the state
+    in the backup and after the change."""
     conf = helpers.write_config(tmp_path, db_url)
     assert helpers.run(["db", "sync"], conf).code == 0
     fill(db_url)
+    for start in range(0, more_rows, 500):
+        helpers.query(db_url, "INSERT INTO users (id, display_name, email) "
+                      "VALUES " + ", ".join(
+                          "(%d, '%s', 'u%d@x.org')" % (i, "n" * 180, i)
+                          for i in range(10 + start, 10 + start + 500)))
     backed = state(db_url)
     r = helpers.run(["db", "backup", str(tmp_path / "backups")], conf)
     assert r.code == 0, r.err
@@ -402,9 +408,9 @@ def test_a_load_that_fails_leaves_the_database_as_it_was_or_marked(
     """The client tool fails part-way (a full disk, say)."""
     if engine_name == "sqlite":
         pytest.skip("SQLite's restore runs no client tool")
-    conf, path, backed, changed = prepared(db_url, tmp_path)
-    slow = Slowed(tmp_path, LOADERS[engine_name], "fail",
-                  limit=os.path.getsize(path) // 2)
+    # More than a pipe holds: pg_restore must not block on it.
+    conf, path, backed, changed = prepared(db_url, tmp_path, more_rows=1000)
+    slow = Slowed(tmp_path, LOADERS[engine_name], "fail", limit=4000)
     tool = os.path.basename(backup_tool(engine_name))
     r = helpers.run_process(["db", "restore", path], conf, env=slow.env)
     assert r.code == 1
