@@ -72,8 +72,8 @@ def spy_tools(tmp_path, monkeypatch):
             "    f=${a#--defaults-extra-file=};\n"
             "    echo \"optionfile $(stat -L -c %%a $f)\"; cat \"$f\";;\n"
             "  esac; done;\n"
-            "  if [ -n \"$PGPASSFILE\" ]; then echo \"passfile $(stat -L -c %%a"
-            " $PGPASSFILE)\"; cat \"$PGPASSFILE\"; fi; } >> %s\n"
+            "  if [ -n \"$PGPASSFILE\" ]; then echo \"passfile $(stat -L -c"
+            " %%a $PGPASSFILE)\"; cat \"$PGPASSFILE\"; fi; } >> %s\n"
             "exec %s \"$@\"\n" % (log, real))
         script.chmod(0o755)
     monkeypatch.setenv("PATH", "%s:%s" % (folder, os.environ["PATH"]))

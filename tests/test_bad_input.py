@@ -455,6 +455,15 @@ def _(ctx):
             path]
 
 
+@case("restore-safety-folder-is-a-file", 1, "is not a folder")
+def _(ctx):
+    path = _backup(ctx)
+    folder = ctx.tmp / "a-file"
+    folder.write_text("x")
+    return ["--config-file", ctx.conf(), "db", "restore",
+            "--safety-backup-dir", str(folder), path]
+
+
 @case("backup-folder-is-a-file", 1, "is not a folder")
 def _(ctx):
     path = ctx.tmp / "a-file"
