@@ -57,6 +57,7 @@ child.stdin.flush()
 time.sleep(1.5)
 open(%(ready)r, "w").close()
 if %(mode)r == "fail":
+    time.sleep(1.5)  # the tool ran what it was given
     child.kill()
     child.wait()
     sys.stderr.write("ERROR 1114 (HY000): The table is full (simulated)\n")
@@ -269,13 +270,18 @@ def _interrupt_restore(db_url, tmp_path, engine_name, signum):
             line = proc.stdout.readline()
             assert line.startswith("restore: safety backup"), line
             time.sleep(1.5)  # copying, then waiting at the commit
-        assert proc.poll() is None
         if engine_name == "postgresql":
             # The load's transaction dropped users (not committed).
-            assert helpers.query(
+            wait_for(lambda: helpers.query(
                 db_url, "SELECT count(*) FROM pg_locks WHERE relation = "
                 "'users'::regclass AND mode = 'AccessExclusiveLock' AND "
-                "granted") == [(1,)]
+                "granted") == [(1,)], "the load to drop users")
+        elif engine_name == "mysql":
+            wait_for(lambda: helpers.query(
+                db_url, "SELECT count(*) FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name = 'users'")
+                == [(0,)], "the load to drop users")
+        assert proc.poll() is None
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=60)
     finally:
