@@ -7,9 +7,10 @@ a :class:`manage.exceptions.ManageError`.
 import contextlib
 import dataclasses
 import os
+import signal
 import socket
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import sqlalchemy as sa
 from alembic import command
@@ -23,9 +24,11 @@ from manage.config import Settings
 from manage.datamigration import loader
 from manage.datamigration.runner import MigrateResult, Runner, count_pending
 from manage.dialects.base import RETRY_OPTION, table_of
-from manage.exceptions import (DataMigrationError, ForeignDatabaseError,
-                               LockTimeoutError, OutOfOrderError,
-                               PluginError, PrivilegeError,
+from manage.exceptions import (BackupError, DatabaseError,
+                               DataMigrationError, ForeignDatabaseError,
+                               Interrupted, LockTimeoutError, ManageError,
+                               OutOfOrderError, PluginError,
+                               PrivilegeError,
                                UnknownRevisionError)
 from manage.repository import CONTRACT, EXPAND, Repository
 from manage.status import (BranchState, CompositeVersion,
@@ -51,6 +54,32 @@ class SyncResult:
     migrate: MigrateResult
     contract: PhaseResult
     backup: Optional[str] = None
+
+
+@dataclasses.dataclass
+class RestoreResult:
+    """What a restore did (and, while it runs, how far it got)."""
+    path: str
+    #: The backup of the database as it was before, or None.
+    safety_backup: Optional[str] = None
+    revisions_before: List[str] = dataclasses.field(default_factory=list)
+    revisions_after: List[str] = dataclasses.field(default_factory=list)
+    #: "verify", "safety backup", "restore" or "done".
+    stage: str = "verify"
+    #: Whether the database was marked as being restored.
+    marked: bool = False
+    #: Whether ``safety_backup`` was taken by this restore (not named by
+    #: the mark of an earlier one).
+    safety_taken: bool = False
+
+
+def _owner():
+    return "host %s, pid %d" % (socket.gethostname(), os.getpid())
+
+
+def _signal_name(exc):
+    return "Ctrl-C" if backup.signal_of(exc) == signal.SIGINT else \
+        signal.Signals(backup.signal_of(exc)).name
 
 
 class Manager:
@@ -117,18 +146,181 @@ class Manager:
             return SyncResult(expanded, migrated, contracted, saved)
 
     # -- backups -----------------------------------------------------------
-    def backup(self, directory):
-        """Back up the database into a new owner-only file in ``directory``;
-        returns its path.  Holds the run lock: no upgrade runs meanwhile."""
-        with self._run_lock(upgrade=False):
-            return self._backup(directory)
+    def backup(self, directory: str) -> str:
+        """Back up the database into a new owner-only file in ``directory``,
+        with its manifest; returns its path.  Holds the run lock: no upgrade
+        runs meanwhile.  Refused while the database is being restored."""
+        with backup.interruptible():
+            try:
+                with self._run_lock(upgrade=False):
+                    if not self._sqlite_file_missing():
+                        with self._connect("inspecting the database") as conn:
+                            backup.refuse_if_restoring(conn)
+                    return self._backup(directory)
+            except KeyboardInterrupt as exc:
+                raise Interrupted("backup interrupted by %s: no backup was "
+                                  "written" % _signal_name(exc),
+                                  backup.signal_of(exc)) from None
 
-    def restore(self, path):
-        """Replace the database's content with a backup file."""
-        with self._run_lock(upgrade=False):
-            with database.translate_errors(self.settings.connection,
-                                           "restoring %s" % path):
-                self.support.restore(self.engine, os.path.abspath(path))
+    def restore(self, path: str, safety_backup_dir: Optional[str] = None,
+                safety_backup: bool = True, require_manifest: bool = True,
+                other_database: bool = False,
+                on_safety_backup: Optional[Callable[[str], None]] = None
+                ) -> "RestoreResult":
+        """Replace the database's content with a backup file.
+
+        Before anything changes the whole backup is verified: its kind, its
+        manifest (size, SHA-256, dialect, database, revisions known to this
+        code) and a full read by the dialect.  Then, if the database holds
+        tables, a safety backup of it is taken into ``safety_backup_dir``
+        (default: the folder of ``path``) and handed to
+        ``on_safety_backup(path)``, unless ``safety_backup`` is False.  The
+        replacement is one transaction where the dialect allows
+        (PostgreSQL, SQLite); elsewhere the database is marked as being
+        restored until the load completes (:mod:`manage.backup`).
+
+        ``require_manifest=False`` accepts a backup without a manifest;
+        ``other_database=True`` one taken of another database.  Returns a
+        :class:`RestoreResult`.
+        """
+        path = os.path.abspath(path)
+        progress = RestoreResult(path)
+        with backup.interruptible():
+            try:
+                with self._run_lock(upgrade=False):
+                    self._restore(path, progress, safety_backup_dir,
+                                  safety_backup, require_manifest,
+                                  other_database, on_safety_backup)
+            except KeyboardInterrupt as exc:
+                raise Interrupted(self._interrupted_restore(exc, progress),
+                                  backup.signal_of(exc)) from None
+        return progress
+
+    def _restore(self, path, result, safety_backup_dir, safety_backup,
+                 require_manifest, other_database, on_safety_backup):
+        support = self.support
+        backup.check_backup_file(path, support.backup_magics,
+                                 support.backup_kind)
+        manifest = backup.read_manifest(path)
+        if manifest is None and require_manifest:
+            raise BackupError(
+                "backup file %s has no manifest (%s): the backup did not "
+                "finish, or was not made by `manage db backup`; nothing was "
+                "restored. If you know it is complete, run `manage db "
+                "restore --without-manifest %s`" % (
+                    path, backup.manifest_path(path), path))
+        if manifest is not None:
+            backup.verify_manifest(path, manifest, support.name)
+            self._check_backup_source(path, manifest, other_database)
+        with database.translate_errors(self.settings.connection,
+                                       "verifying %s" % path):
+            support.verify_backup(path)
+        missing = self._sqlite_file_missing()
+        mark, has_tables = None, False
+        if not missing:
+            with self._connect("inspecting the database") as conn:
+                mark = backup.restoring_mark(conn)
+                has_tables = bool(sa.inspect(conn).get_table_names())
+                result.revisions_before = self._heads(conn)
+        if mark is not None:
+            result.safety_backup = mark.get("safety_backup")
+        elif has_tables and safety_backup:
+            result.stage = "safety backup"
+            result.safety_backup = self._backup(
+                safety_backup_dir or os.path.dirname(path))
+            result.safety_taken = True
+            if on_safety_backup is not None:
+                on_safety_backup(result.safety_backup)
+        with database.translate_errors(self.settings.connection,
+                                       "restoring %s" % path):
+            result.stage = "restore"
+            if not support.restore_is_atomic:
+                result.marked = True
+                backup.mark_restoring(self.engine, path,
+                                      result.safety_backup, _owner())
+            try:
+                support.restore(self.engine, path)
+            except DatabaseError as exc:
+                if result.marked:
+                    raise self._put_back(exc, result) from exc
+                raise DatabaseError("%s; nothing was restored: the database "
+                                    "is as it was" % exc) from exc
+            result.stage = "done"
+        with self._connect("reading the version") as conn:
+            backup.refuse_if_restoring(conn)  # the load ended without its end
+            result.revisions_after = self._heads(conn)
+
+    def _put_back(self, exc: DatabaseError,
+                  result: "RestoreResult") -> DatabaseError:
+        """A load failed part-way on a database marked as being restored:
+        load the safety backup this restore took, so that the database is
+        as it was (its load drops the mark).  Returns the error to raise:
+        what the database holds now."""
+        if result.safety_taken:
+            result.stage = "putting back"
+            try:
+                self.support.verify_backup(result.safety_backup)
+                self.support.restore(self.engine, result.safety_backup)
+            except ManageError:
+                pass  # still marked: say so below
+            else:
+                result.stage = "put back"
+                return DatabaseError(
+                    "%s; nothing was restored: the database was put back as "
+                    "it was, from the safety backup %s"
+                    % (exc, result.safety_backup))
+        mark = self._mark()
+        text = backup.unfinished_restore_message(
+            mark, "nothing is lost, but " if mark.get("safety_backup")
+            else "")
+        return DatabaseError("%s. %s%s" % (exc, text[:1].upper(), text[1:]))
+
+    def _mark(self) -> dict:
+        """The being-restored mark ({} when there is none)."""
+        with self._connect("reading the restore mark") as conn:
+            return backup.restoring_mark(conn) or {}
+
+    def _check_backup_source(self, path, manifest, other_database):
+        """Refuse a backup of another database (unless told) or holding a
+        revision this code does not know."""
+        name = self.support.backup_name(self.engine)
+        if manifest.database != name and not other_database:
+            raise BackupError(
+                "%s is a backup of the database %s, not of %s; nothing was "
+                "restored. To copy its content into %s, run `manage db "
+                "restore --other-database %s`" % (
+                    path, manifest.database, name, name, path))
+        unknown = [r for r in manifest.revisions
+                   if not self.repository.knows(r)]
+        if unknown:
+            raise BackupError(
+                "%s holds revision %s, which this code does not know: it was "
+                "taken from a newer release or another application; nothing "
+                "was restored. Restore it with the release that made it"
+                % (path, ", ".join(sorted(unknown))))
+
+    def _interrupted_restore(self, exc: BaseException,
+                             result: "RestoreResult") -> str:
+        """What an interrupted restore left, in words."""
+        by = "restore interrupted by %s" % _signal_name(exc)
+        if result.stage in ("restore", "putting back") and result.marked:
+            try:
+                mark = self._mark()
+            except ManageError:
+                mark = {"backup_file": result.path,
+                        "safety_backup": result.safety_backup}
+            return "%s: %s" % (by, backup.unfinished_restore_message(mark))
+        if result.stage == "restore":
+            return ("%s: nothing was restored: its transaction was rolled "
+                    "back, the database is as it was" % by)
+        return "%s before it changed anything: the database is as it was" % by
+
+    @staticmethod
+    def _heads(conn) -> List[str]:
+        """The Alembic heads recorded in the database, sorted."""
+        if ALEMBIC_TABLE not in sa.inspect(conn).get_table_names():
+            return []
+        return sorted(MigrationContext.configure(conn).get_current_heads())
 
     def _backup(self, directory):
         with database.translate_errors(self.settings.connection,
@@ -138,8 +330,14 @@ class Manager:
                 self.support.backup_suffix)
             try:
                 self.support.backup(self.engine, path)
+                with self._connect("reading the version") as conn:
+                    revisions = self._heads(conn)
+                backup.write_manifest(path, self.support.name,
+                                      self.support.backup_name(self.engine),
+                                      revisions)
             except BaseException:
-                os.unlink(path)
+                manifest = backup.manifest_path(path)
+                backup.remove_quietly(path, manifest, manifest + ".partial")
                 raise
         return path
 
@@ -436,6 +634,8 @@ class Manager:
         """Read and validate the composite version; refuse unknown states."""
         inspector = sa.inspect(conn)
         tables = set(inspector.get_table_names())
+        if backup.MARK_TABLE in tables:
+            backup.refuse_if_restoring(conn)
         heads = []
         if ALEMBIC_TABLE in tables:
             heads = list(MigrationContext.configure(conn).get_current_heads())

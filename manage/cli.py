@@ -230,9 +230,23 @@ def do_backup(manager, args, out):
 
 
 def do_restore(manager, args, out):
-    manager.restore(args.file)
+    def safety(path):
+        out.write("restore: safety backup of the database as it was: "
+                  "written to %s (restore with `manage db restore %s`)\n"
+                  % (path, path))
+        out.flush()
+    result = manager.restore(
+        args.file, safety_backup_dir=args.safety_backup_dir,
+        safety_backup=not args.no_safety_backup,
+        require_manifest=not args.without_manifest,
+        other_database=args.other_database, on_safety_backup=safety)
     out.write("restore: the database now holds the content of %s\n"
               % args.file)
+    if result.revisions_before != result.revisions_after:
+        out.write("restore: revisions %s (were %s); run the release that "
+                  "matches them, `manage db check` says what it needs\n" % (
+                      ", ".join(result.revisions_after) or "<none>",
+                      ", ".join(result.revisions_before) or "<none>"))
     return EXIT_OK
 
 
@@ -285,8 +299,21 @@ def add_command_parsers(subparsers):
                     "file in DIR, readable by its owner only.")
     backup.add_argument("directory", metavar="DIR")
     restore = action("restore", do_restore, "Replace the database's content "
-                     "with a backup FILE made by `manage db backup`.")
+                     "with a backup FILE made by `manage db backup`, "
+                     "verified first; a safety backup of the database is "
+                     "taken before.")
     restore.add_argument("file", metavar="FILE")
+    restore.add_argument("--safety-backup-dir", metavar="DIR", default=None,
+                         help="Write the safety backup into DIR (default: "
+                         "the folder of FILE).")
+    restore.add_argument("--no-safety-backup", action="store_true",
+                         help="Take no safety backup of the database "
+                         "before replacing it.")
+    restore.add_argument("--without-manifest", action="store_true",
+                         help="Accept a backup that has no manifest "
+                         "(FILE.manifest); it is still read in full first.")
+    restore.add_argument("--other-database", action="store_true",
+                         help="Accept a backup taken of another database.")
     lint = action("lint", do_lint, "Check the migration repository without "
                   "a database: expand only adds, contract only removes. "
                   "Exit 1 on a problem.")

@@ -101,3 +101,27 @@ class PrivilegeError(ManageError):
 
 class UnsupportedDialectError(ManageError):
     """No per-dialect support is registered for this database."""
+
+
+class BackupError(ManageError):
+    """A backup file that cannot be restored (missing, empty, not a backup,
+    damaged, of another database or of a release this code does not know);
+    refused before anything changes."""
+
+
+class RestoreIncompleteError(ManageError):
+    """The database is marked as being restored: a restore that cannot be
+    one transaction (MySQL/MariaDB) stopped part-way.  Every command but
+    ``restore`` refuses until a restore completes."""
+
+
+class Interrupted(ManageError):
+    """A backup or restore was interrupted (Ctrl-C, SIGTERM, SIGHUP); the
+    message says what the database holds.  Exits 128 + the signal number
+    (130 for Ctrl-C, 143 for SIGTERM)."""
+
+    exit_code = 130
+
+    def __init__(self, message, signum=2):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)

@@ -40,6 +40,14 @@ def backup_path(out):
     return match.group(1)
 
 
+def safety_path(out):
+    match = re.search(r"^restore: safety backup of the database as it was: "
+                      r"written to (\S+) \(restore with `manage db restore "
+                      r"\1`\)$", out, re.M)
+    assert match, out
+    return match.group(1)
+
+
 def mode(path):
     return stat.S_IMODE(os.stat(path).st_mode)
 
@@ -59,12 +67,13 @@ def spy_tools(tmp_path, monkeypatch):
         script.write_text(
             "#!/bin/sh\n"
             "{ echo \"argv: $0 $*\"; echo \"PGPASSWORD=${PGPASSWORD:-}\";\n"
+            "  echo \"MYSQL_PWD=${MYSQL_PWD:-}\";\n"
             "  for a in \"$@\"; do case \"$a\" in --defaults-extra-file=*)\n"
             "    f=${a#--defaults-extra-file=};\n"
-            "    echo \"optionfile $(stat -c %%a $f)\"; cat \"$f\";;\n"
+            "    echo \"optionfile $(stat -L -c %%a $f)\"; cat \"$f\";;\n"
             "  esac; done;\n"
-            "  if [ -n \"$PGPASSFILE\" ]; then echo \"passfile $(stat -c %%a"
-            " $PGPASSFILE)\"; cat \"$PGPASSFILE\"; fi; } >> %s\n"
+            "  if [ -n \"$PGPASSFILE\" ]; then echo \"passfile $(stat -L -c"
+            " %%a $PGPASSFILE)\"; cat \"$PGPASSFILE\"; fi; } >> %s\n"
             "exec %s \"$@\"\n" % (log, real))
         script.chmod(0o755)
     monkeypatch.setenv("PATH", "%s:%s" % (folder, os.environ["PATH"]))
@@ -92,10 +101,14 @@ def test_round_trip(db_url, tmp_path, spy_tools):
     helpers.query(db_url, "CREATE TABLE scratch (id INTEGER PRIMARY KEY)")
     assert state(db_url) != before
 
+    changed = state(db_url)
     r = helpers.run(["db", "restore", path], conf)
     assert r.code == 0, r.err
-    assert r.out == "restore: the database now holds the content of %s\n" \
-        % path
+    safety = safety_path(r.out)
+    assert r.out.splitlines()[1:] == [
+        "restore: the database now holds the content of %s" % path]
+    assert os.path.dirname(safety) == os.path.dirname(path)
+    assert mode(safety) == 0o600 and mode(safety + ".manifest") == 0o600
     assert state(db_url) == before
     # The restored database works: the application writes, manage reads.
     helpers.query(db_url, "INSERT INTO users (id, display_name, email) "
@@ -109,6 +122,10 @@ def test_round_trip(db_url, tmp_path, spy_tools):
             if line.startswith("argv: "):
                 assert password not in line
         assert "PGPASSWORD=\n" in log and "PGPASSWORD=" + password not in log
+        assert "MYSQL_PWD=" + password not in log
+        # Credentials come from files with no name: /dev/fd/N.
+        assert re.search(r"--defaults-extra-file=/dev/fd/\d+ |"
+                         r"^passfile 600$", log, re.M), log
         assert re.search(r"^(optionfile|passfile) 600$", log, re.M), log
         assert password in log  # read from the private file by the tool
     assert password is None or password not in r.out + r.err
@@ -128,7 +145,11 @@ def test_sync_takes_a_backup_first(db_url, tmp_path):
     assert mode(path) == 0o600
     assert helpers.run(["db", "check"], conf).code == 0
     # The backup holds the database as it was before sync changed it.
-    assert helpers.run(["db", "restore", path], conf).code == 0
+    r = helpers.run(["db", "restore", path], conf)
+    assert r.code == 0, r.err
+    assert r.out.splitlines()[-1] == (
+        "restore: revisions r2_contract01 (were r3_contract02); run the "
+        "release that matches them, `manage db check` says what it needs")
     after = state(db_url)
     assert after[0] == before[0]
     assert {t: rows for t, rows in after[1].items() if t != "manage_version"} \

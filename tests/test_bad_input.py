@@ -8,6 +8,7 @@ password; the others run once.
 """
 
 import dataclasses
+import json
 import os
 import re
 import sys
@@ -429,6 +430,113 @@ def _(ctx):
     path = ctx.tmp / "notes.sql"
     path.write_text("DROP TABLE users;\n")
     return ["--config-file", ctx.conf(), "db", "restore", str(path)]
+
+
+def _backup(ctx):
+    """A backup of the case's database (its path)."""
+    r = helpers.run(["--config-file", ctx.conf(), "db", "backup",
+                     str(ctx.tmp / "backups")])
+    assert r.code == 0, r.err
+    return re.search(r"written to (\S+) ", r.out).group(1)
+
+
+def _edit_manifest(path, **values):
+    with open(path + ".manifest") as f:
+        data = json.load(f)
+    with open(path + ".manifest", "w") as f:
+        json.dump(dict(data, **values), f)
+
+
+@case("restore-empty-file", 1, "is empty; nothing was restored",
+      per_engine=True)
+def _(ctx):
+    path = ctx.tmp / "empty.backup"
+    path.write_bytes(b"")
+    return ["--config-file", ctx.conf(), "db", "restore", str(path)]
+
+
+@case("restore-a-folder", 1, "is not a file; nothing was restored")
+def _(ctx):
+    return ["--config-file", ctx.conf(), "db", "restore", str(ctx.tmp)]
+
+
+@case("restore-damaged-backup", 1, "is damaged or incomplete (",
+      per_engine=True)
+def _(ctx):
+    path = _backup(ctx)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) * 6 // 10)
+    return ["--config-file", ctx.conf(), "db", "restore", path]
+
+
+@case("restore-damaged-without-manifest", 1, "is damaged or incomplete (",
+      per_engine=True)
+def _(ctx):
+    path = _backup(ctx)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) * 6 // 10)
+    return ["--config-file", ctx.conf(), "db", "restore",
+            "--without-manifest", path]
+
+
+@case("restore-without-manifest", 1, "has no manifest", per_engine=True)
+def _(ctx):
+    path = _backup(ctx)
+    os.unlink(path + ".manifest")
+    return ["--config-file", ctx.conf(), "db", "restore", path]
+
+
+@case("restore-manifest-unreadable", 1, ".manifest of backup ",
+      per_engine=True)
+def _(ctx):
+    path = _backup(ctx)
+    with open(path + ".manifest", "w") as f:
+        f.write("{not json")
+    return ["--config-file", ctx.conf(), "db", "restore", path]
+
+
+@case("restore-other-database", 1, "is a backup of the database elsewhere",
+      per_engine=True)
+def _(ctx):
+    path = _backup(ctx)
+    _edit_manifest(path, database="elsewhere")
+    return ["--config-file", ctx.conf(), "db", "restore", path]
+
+
+@case("restore-unknown-revision", 1, "holds revision r9_expand01, which "
+      "this code does not know", per_engine=True)
+def _(ctx):
+    path = _backup(ctx)
+    _edit_manifest(path, revisions=["r9_expand01"])
+    return ["--config-file", ctx.conf(), "db", "restore", path]
+
+
+@case("restore-lock-held", 1, "holds the run lock of this database; gave up "
+      "after waiting 0.5s", per_engine=True)
+def _(ctx):
+    path = _backup(ctx)
+    holder = helpers.manager(ctx.url)
+    held, ctx.release = threading.Event(), threading.Event()
+
+    def hold():
+        with holder._run_lock():
+            held.set()
+            ctx.release.wait(60)
+        holder.close()
+    ctx.holder = threading.Thread(target=hold)
+    ctx.holder.start()
+    assert held.wait(30)
+    return ["--config-file", ctx.conf(run_lock_timeout=0.5), "db", "restore",
+            path]
+
+
+@case("restore-safety-folder-is-a-file", 1, "is not a folder")
+def _(ctx):
+    path = _backup(ctx)
+    folder = ctx.tmp / "a-file"
+    folder.write_text("x")
+    return ["--config-file", ctx.conf(), "db", "restore",
+            "--safety-backup-dir", str(folder), path]
 
 
 @case("backup-folder-is-a-file", 1, "is not a folder")

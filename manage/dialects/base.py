@@ -143,6 +143,16 @@ class DialectSupport(abc.ABC):
     # -- backups (shared parts in manage.backup) ---------------------------
     #: File name ending of this dialect's backups.
     backup_suffix = ".backup"
+    #: Bytes one of which a backup file of this dialect starts with, and
+    #: what such a file is called in a refusal.
+    backup_magics = ()
+    backup_kind = "a backup"
+    #: Whether :meth:`restore` replaces the content in one transaction, so
+    #: that a failure or an interruption leaves the database as it was.
+    #: When False, manage marks the database as being restored first
+    #: (:mod:`manage.backup`), and :meth:`restore` removes the mark as its
+    #: last change.
+    restore_is_atomic = True
 
     def backup_name(self, engine):
         """The database's name, for naming its backup files."""
@@ -154,8 +164,16 @@ class DialectSupport(abc.ABC):
         raise UnsupportedDialectError("backups of %s databases are not "
                                       "supported" % self.name)
 
+    def verify_backup(self, path):
+        """Read the whole backup in ``path`` as a restore would, without a
+        database, and raise BackupError if it is incomplete or corrupt
+        (:func:`manage.backup.damaged`).  The file's kind (its first bytes)
+        was checked already."""
+
     def restore(self, engine, path):
-        """Replace the database's content with the backup in ``path``."""
+        """Replace the database's content with the verified backup in
+        ``path``: everything in the database's schema is dropped and the
+        backup loaded, in one transaction where ``restore_is_atomic``."""
         raise UnsupportedDialectError("restores of %s databases are not "
                                       "supported" % self.name)
 

@@ -15,6 +15,7 @@ queues behind a waiting ALTER for longer.
 import contextlib
 import hashlib
 import math
+import os
 
 from manage import backup
 from manage import column_sync
@@ -328,24 +329,41 @@ class MySQLSupport(base.DialectSupport):
 
     # -- backups -----------------------------------------------------------
     backup_suffix = ".sql"
+    backup_magics = (b"-- MariaDB dump", b"-- MySQL dump")
+    backup_kind = "a MySQL/MariaDB dump made by manage"
+    #: MySQL commits each DROP and CREATE TABLE at once.
+    restore_is_atomic = False
 
     def backup(self, engine, path):
         """mariadb-dump/mysqldump in one consistent snapshot; the password
-        goes in a private option file, never on the command line."""
+        goes in an option file that has no name in any folder, never on the
+        command line.  The being-restored mark is not backed up."""
         tool = backup.find_tool(("mariadb-dump", "mysqldump"),
                                 "the mariadb-client package")
-        with backup.mysql_option_file(engine.url) as options:
+        with backup.mysql_option_file(engine.url) as (fd, options):
             backup.run_tool([tool, "--defaults-extra-file=" + options,
                              "--single-transaction", "--triggers",
                              "--hex-blob", "--no-tablespaces",
                              "--default-character-set=utf8mb4",
+                             "--ignore-table=%s.%s" % (engine.url.database,
+                                                       backup.MARK_TABLE),
                              engine.url.database],
-                            "backing up", stdout_path=path)
+                            "backing up", stdout_path=path, pass_fds=(fd,))
+
+    def verify_backup(self, path):
+        """A complete dump ends with mysqldump's ``-- Dump completed``
+        line (the checksum of the manifest covers the rest)."""
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+            tail = f.read()
+        if b"\n-- Dump completed" not in tail:
+            raise backup.damaged(path, "it does not end as a complete dump "
+                                 "does, with `-- Dump completed`")
 
     def restore(self, engine, path):
-        """Drop every table and view, then load the dump."""
-        backup.check_backup_file(path, (b"-- MariaDB dump", b"-- MySQL dump"),
-                                 "a MySQL/MariaDB dump made by manage")
+        """Drop every table and view (but the being-restored mark), load the
+        dump, and drop the mark as the last statement, which the client
+        reaches only if every statement before it succeeded."""
         tool = backup.find_tool(("mariadb", "mysql"),
                                 "the mariadb-client package")
         with engine.connect() as conn:
@@ -354,13 +372,17 @@ class MySQLSupport(base.DialectSupport):
                 " WHERE table_schema = DATABASE()").fetchall()
         drops = "".join("DROP %s IF EXISTS %s;\n" % (
             "VIEW" if kind == "VIEW" else "TABLE", _quote(name))
-            for name, kind in sorted(names, key=lambda r: r[1] != "VIEW"))
+            for name, kind in sorted(names, key=lambda r: r[1] != "VIEW")
+            if name != backup.MARK_TABLE)
         prefix = "SET FOREIGN_KEY_CHECKS = 0;\n%s" % drops
-        with backup.mysql_option_file(engine.url) as options:
+        suffix = "\nSET FOREIGN_KEY_CHECKS = 1;\nDROP TABLE %s;\n" % (
+            _quote(backup.MARK_TABLE))
+        with backup.mysql_option_file(engine.url) as (fd, options):
             backup.run_tool([tool, "--defaults-extra-file=" + options,
                              "--binary-mode", engine.url.database],
                             "restoring", stdin_path=path,
-                            stdin_prefix=prefix.encode())
+                            stdin_prefix=prefix.encode(),
+                            stdin_suffix=suffix.encode(), pass_fds=(fd,))
 
     # -- the installed sync triggers (manage.verify) -------------------------
     def describe_sync_triggers(self, connection):

@@ -11,13 +11,14 @@ and retried after a backoff.  The run lock is a session advisory lock.
 
 import contextlib
 import hashlib
+import os
 import re
 import time
 
 from manage import backup
 from manage import column_sync
 from manage.dialects import base, triggers
-from manage.exceptions import ShapeError
+from manage.exceptions import DatabaseError, ShapeError
 
 
 def _quote(name):
@@ -283,31 +284,56 @@ class PostgreSQLSupport(base.DialectSupport):
 
     # -- backups -----------------------------------------------------------
     backup_suffix = ".dump"
+    backup_magics = (b"PGDMP",)
+    backup_kind = "a pg_dump custom-format backup"
 
     def backup(self, engine, path):
         """pg_dump in its custom format (one consistent snapshot); the
-        password goes in a private PGPASSFILE."""
+        password goes in a PGPASSFILE that has no name in any folder."""
         tool = backup.find_tool(("pg_dump",), "the postgresql-client package")
-        with backup.pg_environment(engine.url) as env:
+        with backup.pg_environment(engine.url) as (env, fds):
             backup.run_tool([tool, "--format=custom", "--no-password"],
-                            "backing up", stdout_path=path, env=env)
+                            "backing up", stdout_path=path, env=env,
+                            pass_fds=fds)
 
-    def restore(self, engine, path):
-        """Drop every object of the schema, then pg_restore the dump."""
-        backup.check_backup_file(path, (b"PGDMP",),
-                                 "a pg_dump custom-format backup")
+    def verify_backup(self, path):
+        """pg_restore reads the whole file (every table's data) into
+        /dev/null: a truncated or corrupt dump fails here, before any
+        change."""
         tool = backup.find_tool(("pg_restore",),
                                 "the postgresql-client package")
-        with engine.begin() as conn:
-            for kind, name in conn.exec_driver_sql(_OBJECTS).fetchall():
-                conn.exec_driver_sql("DROP %s IF EXISTS %s CASCADE"
-                                     % (kind, name))
-        with backup.pg_environment(engine.url) as env:
-            backup.run_tool([tool, "--no-password", "--no-owner",
-                             "--no-privileges", "--single-transaction",
-                             "--exit-on-error", "--dbname",
-                             engine.url.database, path],
-                            "restoring", env=env)
+        try:
+            backup.run_tool([tool, "--no-owner", "--no-privileges",
+                             "--file", os.devnull, path],
+                            "reading the backup")
+        except DatabaseError as exc:
+            raise backup.damaged(path, str(exc)) from None
+
+    def restore(self, engine, path):
+        """One transaction: psql runs ``BEGIN``, drops every object of the
+        current schema, then runs the SQL pg_restore makes of the dump
+        (``--single-transaction``: no COMMIT but its last line, not even
+        around large objects), then manage's ``COMMIT``, sent only once
+        pg_restore has finished without an error.  A failure, an
+        interruption, or manage killed (psql then sees its input end
+        without COMMIT) rolls everything back."""
+        pg_restore = backup.find_tool(("pg_restore",),
+                                      "the postgresql-client package")
+        psql = backup.find_tool(("psql",), "the postgresql-client package")
+        with engine.connect() as conn:
+            objects = conn.exec_driver_sql(_OBJECTS).fetchall()
+        drops = "".join("DROP %s IF EXISTS %s CASCADE;\n" % (kind, name)
+                        for kind, name in objects)
+        with backup.pg_environment(engine.url) as (env, fds):
+            backup.run_tool(
+                [psql, "--no-psqlrc", "--quiet", "--no-password",
+                 "--set", "ON_ERROR_STOP=1"],
+                "restoring", env=env, pass_fds=fds,
+                stdin_prefix=("BEGIN;\n%s" % drops).encode(),
+                stdin_tool=[[pg_restore, "--no-owner", "--no-privileges",
+                             "--single-transaction", "--file", "-", path],
+                            "reading the backup"],
+                stdin_suffix=b"\nCOMMIT;\n")
 
     # -- the installed sync triggers (manage.verify) -------------------------
     def describe_sync_triggers(self, connection):

@@ -15,6 +15,7 @@ import fcntl
 import os
 import sqlite3
 import time
+import urllib.parse
 
 from sqlalchemy import event
 
@@ -288,6 +289,8 @@ class SQLiteSupport(base.DialectSupport):
 
     # -- backups -----------------------------------------------------------
     backup_suffix = ".sqlite"
+    backup_magics = (b"SQLite format 3\0",)
+    backup_kind = "an SQLite database"
 
     def backup_name(self, engine):
         return os.path.splitext(os.path.basename(_file_of(engine)))[0]
@@ -301,14 +304,25 @@ class SQLiteSupport(base.DialectSupport):
                               "does not exist" % source)
         _copy(source, path)
 
+    def verify_backup(self, path):
+        """``PRAGMA integrity_check`` reads every page of the file, opened
+        read-only and immutable (no journal is created beside it)."""
+        try:
+            with contextlib.closing(sqlite3.connect(
+                    "file:%s?mode=ro&immutable=1" % urllib.parse.quote(path),
+                    uri=True)) as src:
+                found = [r[0] for r in src.execute("PRAGMA integrity_check")]
+        except sqlite3.DatabaseError as exc:
+            raise backup.damaged(path, "PRAGMA integrity_check: %s" % exc) \
+                from None
+        if found != ["ok"]:
+            raise backup.damaged(path, "PRAGMA integrity_check: %s"
+                                 % found[0])
+
     def restore(self, engine, path):
-        backup.check_backup_file(path, (b"SQLite format 3\0",),
-                                 "an SQLite database")
-        with contextlib.closing(sqlite3.connect(
-                "file:%s?mode=ro" % path, uri=True)) as src:
-            if src.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise ConfigError("backup file %s is damaged (PRAGMA "
-                                  "quick_check); nothing was restored" % path)
+        """The backup API again, into the database: one write transaction
+        on it, committed when the last page is copied; a failure, an
+        interruption or a kill (SQLite's journal) leaves it as it was."""
         _copy(path, _file_of(engine))
 
     # -- the installed sync triggers (manage.verify) -------------------------
@@ -355,7 +369,14 @@ def _file_of(engine):
 
 
 def _copy(source, target):
-    """Copy one SQLite database into another with the backup API."""
+    """Copy one SQLite database into another with the backup API, in steps
+    of 256 pages: between steps Python handles signals (an interruption
+    ends the copy, and the target's transaction is rolled back)."""
     with contextlib.closing(sqlite3.connect(source)) as src, \
             contextlib.closing(sqlite3.connect(target)) as dst:
-        src.backup(dst)
+        src.backup(dst, pages=256, progress=_between_steps)
+
+
+def _between_steps(status, remaining, total):
+    """The backup API's progress callback: Python code, so that a pending
+    signal's handler runs (and may raise) between two steps."""
