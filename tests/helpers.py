@@ -33,7 +33,7 @@ def write_config(folder, url, **migration):
     return path
 
 
-def _plain(text, argv, raw):
+def plain_advice(text, argv, raw):
     """The advice manage prints names the config file it was given
     (```manage --config-file F db migrate```, tested as such in
     tests/test_config_sources.py); with ``raw`` false, that option is taken
@@ -49,8 +49,8 @@ def run(args, conf=None, raw=False):
     out, err = io.StringIO(), io.StringIO()
     argv = (["--config-file", conf] if conf else []) + list(args)
     code = cli.main(argv, stdout=out, stderr=err)
-    return Result(code, _plain(out.getvalue(), argv, raw),
-                  _plain(err.getvalue(), argv, raw))
+    return Result(code, plain_advice(out.getvalue(), argv, raw),
+                  plain_advice(err.getvalue(), argv, raw))
 
 
 def run_process(args, conf=None, cwd=None, env=None, timeout=120,
@@ -59,8 +59,8 @@ def run_process(args, conf=None, cwd=None, env=None, timeout=120,
     argv = [MANAGE] + (["--config-file", conf] if conf else []) + list(args)
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=timeout)
-    return Result(proc.returncode, _plain(proc.stdout, argv[1:], raw),
-                  _plain(proc.stderr, argv[1:], raw))
+    return Result(proc.returncode, plain_advice(proc.stdout, argv[1:], raw),
+                  plain_advice(proc.stderr, argv[1:], raw))
 
 
 def manager(url, repository=None, plugins=None, **settings):

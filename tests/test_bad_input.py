@@ -511,7 +511,7 @@ def _(ctx):
     return ["--config-file", ctx.conf(), "db", "restore", path]
 
 
-@case("restore-lock-held", 1, "holds the run lock of this database; gave up "
+@case("restore-lock-held", 7, "holds the run lock of this database; gave up "
       "after waiting 0.5s", per_engine=True)
 def _(ctx):
     path = _backup(ctx)
