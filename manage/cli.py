@@ -388,8 +388,11 @@ def main(argv=None, stdout=None, stderr=None):
     conf = build_conf()
     real_stderr = sys.stderr
     sys.stderr = raw_err  # argparse writes usage errors to sys.stderr
+    if argv[:1] == ["--shell_completion"]:
+        # oslo.config's own needs a template its wheel does not ship.
+        return _print_shell_completion(argv[1:2], raw_out, raw_err)
     try:
-        conf(argv, project="manage", prog="manage")
+        conf(argv, project="manage", prog="manage", version=_version())
     except SystemExit as exc:  # --help, or a usage error (argparse)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     except cfg.Error as exc:
@@ -437,6 +440,9 @@ def main(argv=None, stdout=None, stderr=None):
         _error(err, database.redact_text(str(exc), settings.connection))
         return exc.exit_code
     except KeyboardInterrupt:
+        if raw_out.isatty():
+            raw_out.write("\n")   # end a progress bar's line first
+            raw_out.flush()
         _error(err, "interrupted")
         return ExitCode.INTERRUPTED
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly
@@ -453,6 +459,56 @@ def main(argv=None, stdout=None, stderr=None):
         if manager is not None:
             manager.close()
         logging.getLogger().handlers[:] = []
+
+
+def _version():
+    """The installed distribution's version (``0.1.0``)."""
+    import importlib.metadata
+    try:
+        return importlib.metadata.version("manage")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _print_shell_completion(shells, out, err):
+    """``manage --shell_completion bash|zsh``: a completion script for the
+    actions of ``manage db`` and their options, from the parser itself.
+    Load it with ``eval "$(manage --shell_completion bash)"``."""
+    import argparse
+    if shells not in (["bash"], ["zsh"]):
+        _error(err, "--shell_completion takes bash or zsh")
+        return EXIT_USAGE
+    commands = argparse.ArgumentParser(prog="manage").add_subparsers()
+    add_command_parsers(commands)
+    actions = next(a for a in commands.choices["db"]._actions
+                   if isinstance(a, argparse._SubParsersAction))
+    cases = "".join(
+        "        %s) words=\"%s\" ;;\n" % (name, " ".join(
+            s for a in sub._actions for s in a.option_strings
+            if s.startswith("--")))
+        for name, sub in actions.choices.items())
+    script = (
+        "%s_manage_complete() {\n"
+        "    local cur=${COMP_WORDS[COMP_CWORD]} words i db=0\n"
+        "    for ((i = 1; i < COMP_CWORD; i++)); do\n"
+        "        [ \"${COMP_WORDS[i]}\" = db ] && { db=$i; break; }\n"
+        "    done\n"
+        "    if [ $db -eq 0 ]; then\n"
+        "        words=\"db --config-file --config-dir --debug --help "
+        "--version\"\n"
+        "    elif [ $((db + 1)) -eq $COMP_CWORD ]; then\n"
+        "        words=\"%s\"\n"
+        "    else\n"
+        "        case \"${COMP_WORDS[db + 1]}\" in\n%s"
+        "        esac\n"
+        "    fi\n"
+        "    COMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n"
+        "}\n"
+        "complete -o default -F _manage_complete manage\n") % (
+            "autoload -U +X bashcompinit && bashcompinit\n"
+            if shells == ["zsh"] else "", " ".join(actions.choices), cases)
+    out.write(script)
+    return EXIT_OK
 
 
 def _command_prefix(argv):

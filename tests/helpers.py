@@ -24,6 +24,24 @@ class Result:
     err: str
 
 
+def installed_version():
+    """The version of the installed ``manage`` distribution."""
+    import importlib.metadata
+    return importlib.metadata.version("manage")
+
+
+def db_actions():
+    """{action: [its option strings]} from the parser the CLI builds."""
+    import argparse
+    commands = argparse.ArgumentParser(prog="manage").add_subparsers()
+    cli.add_command_parsers(commands)
+    actions = next(a for a in commands.choices["db"]._actions
+                   if isinstance(a, argparse._SubParsersAction))
+    return {name: [s for a in sub._actions for s in a.option_strings
+                   if s.startswith("--") and s != "--help"]
+            for name, sub in actions.choices.items()}
+
+
 def write_config(folder, url, **migration):
     path = os.path.join(str(folder), "manage.conf")
     lines = ["[database]", "connection = %s" % url, "", "[migration]"]

@@ -1,6 +1,5 @@
 """The documentation builds without warnings and covers the whole CLI."""
 
-import argparse
 import os
 import re
 import subprocess
@@ -8,7 +7,7 @@ import sys
 
 import pytest
 
-from manage import cli
+from tests import helpers
 from tests.helpers import ROOT
 
 DOC = os.path.join(ROOT, "doc")
@@ -17,17 +16,6 @@ DOC = os.path.join(ROOT, "doc")
 def _read(name):
     with open(os.path.join(DOC, name)) as f:
         return f.read()
-
-
-def _db_actions():
-    """{action: [its option strings]} from the parser the CLI builds."""
-    commands = argparse.ArgumentParser(prog="manage").add_subparsers()
-    cli.add_command_parsers(commands)
-    actions = next(a for a in commands.choices["db"]._actions
-                   if isinstance(a, argparse._SubParsersAction))
-    return {name: [s for a in sub._actions for s in a.option_strings
-                   if s.startswith("--") and s != "--help"]
-            for name, sub in actions.choices.items()}
 
 
 def test_sphinx_build_has_no_warnings(tmp_path):
@@ -40,7 +28,7 @@ def test_sphinx_build_has_no_warnings(tmp_path):
 
 
 def test_cli_reference_covers_every_action_and_option():
-    actions = _db_actions()
+    actions = helpers.db_actions()
     assert {"expand", "migrate", "contract", "sync", "version",
             "check"} <= set(actions)
     # Each action has its own section, `.. program:: manage db ACTION`,
