@@ -98,7 +98,7 @@ class Manager:
     # -- read-only ---------------------------------------------------------
     def version(self):
         """The composite version; never writes to the database."""
-        if self._sqlite_file_missing():
+        if self._database_missing():
             return self._composite({}, {}, None)
         with self._connect("reading the version") as conn:
             return self._inspect(conn, count_remaining=True)
@@ -133,7 +133,7 @@ class Manager:
         ``on_backup(path)`` before anything changes (None: nothing to back
         up yet, the SQLite file does not exist).
         """
-        missing = self._sqlite_file_missing()
+        missing = self._database_missing()
         with self._run_lock():
             saved = None
             if backup_dir is not None:
@@ -153,7 +153,7 @@ class Manager:
         with backup.interruptible():
             try:
                 with self._run_lock(upgrade=False):
-                    if not self._sqlite_file_missing():
+                    if not self._database_missing():
                         with self._connect("inspecting the database") as conn:
                             backup.refuse_if_restoring(conn)
                     return self._backup(directory)
@@ -215,7 +215,7 @@ class Manager:
         with database.translate_errors(self.settings.connection,
                                        "verifying %s" % path):
             support.verify_backup(path)
-        missing = self._sqlite_file_missing()
+        missing = self._database_missing()
         mark, has_tables = None, False
         if not missing:
             with self._connect("inspecting the database") as conn:
@@ -799,9 +799,5 @@ class Manager:
             pass
         return ""
 
-    def _sqlite_file_missing(self):
-        if self.url.get_backend_name() != "sqlite":
-            return False
-        path = self.url.database
-        return bool(path) and path != ":memory:" and \
-            not path.startswith("file:") and not os.path.exists(path)
+    def _database_missing(self):
+        return self.support.database_missing(self.url)

@@ -18,7 +18,7 @@ import urllib.parse
 
 from oslo_config import cfg
 
-from manage import api, config, database
+from manage import api, config, database, dialects
 from manage.datamigration import progress
 from manage.exceptions import ExitCode, ManageError
 from manage.repository import Repository
@@ -318,7 +318,7 @@ def add_command_parsers(subparsers):
                   "a database: expand only adds, contract only removes. "
                   "Exit 1 on a problem.")
     lint.add_argument("--dialect", action="append", default=None,
-                      choices=("sqlite", "mysql", "postgresql"),
+                      choices=dialects.names(),
                       help="Check for this dialect only (repeatable; "
                       "default: all).")
     version = action("version", do_version, "Show the composite version: "

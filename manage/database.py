@@ -8,12 +8,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from manage import dialects
-from manage.exceptions import ConfigError, DatabaseError
-
-# Drivers manage installs and tests; a bare dialect name maps to these.
-DEFAULT_DRIVERS = {"mysql": "pymysql", "mariadb": "pymysql",
-                   "postgresql": "psycopg"}
-
+from manage.exceptions import ConfigError, DatabaseError, ManageError
 
 def parse_url(connection):
     """Parse and normalise a connection URL; raise ConfigError if malformed."""
@@ -23,13 +18,11 @@ def parse_url(connection):
         raise ConfigError(
             "[database] connection is not a valid database URL: %s"
             % redact_text(str(exc), connection)) from None
-    if "+" not in url.drivername and url.drivername in DEFAULT_DRIVERS:
-        url = url.set(drivername="%s+%s" % (
-            url.drivername, DEFAULT_DRIVERS[url.drivername]))
-    if url.drivername.startswith("mysql+pymysql") and \
-            "charset" not in url.query:
-        url = url.update_query_dict({"charset": "utf8mb4"})
-    return url
+    try:
+        support = dialects.get(url.get_backend_name())
+    except ManageError:
+        return url   # refused with its reason by validate()
+    return support.normalize_url(url)
 
 
 def safe_url(url):

@@ -14,12 +14,10 @@ from typing import Dict, List, Optional
 from alembic.runtime.environment import EnvironmentContext
 
 from manage import ddl_guard, run_context
+from manage import dialects as dialects_registry
 from manage.exceptions import ManageError
 from manage.repository import BRANCHES
 
-#: A URL per dialect: only the dialect matters offline, nothing connects.
-DIALECT_URLS = {"sqlite": "sqlite://", "mysql": "mysql+pymysql://",
-                "postgresql": "postgresql+psycopg://"}
 _RUNNING = re.compile(r"^-- Running upgrade .*-> (\S+)\s*$")
 
 
@@ -91,10 +89,11 @@ def check(repository, dialects=None):
         except ManageError as exc:
             findings.append(Finding(revision, None, str(exc)))
     rendered = {}
-    for dialect in dialects or sorted(DIALECT_URLS):
-        if dialect not in DIALECT_URLS:
+    known = dialects_registry.names()
+    for dialect in dialects or known:
+        if dialect not in known:
             raise ManageError("lint knows the dialects %s, not %r" % (
-                ", ".join(sorted(DIALECT_URLS)), dialect))
+                ", ".join(known), dialect))
         rendered[dialect] = sum(_render(repository, dialect, revision,
                                         findings) for revision in revisions)
     return LintResult(findings, rendered)
@@ -109,7 +108,8 @@ def _render(repository, dialect, revision, findings):
     statements = _Statements(repository, dialect, revision, findings)
     cfg = repository.alembic_config(
         {run_context.ATTR: run_context.RunContext(online=True)})
-    cfg.set_main_option("sqlalchemy.url", DIALECT_URLS[dialect])
+    cfg.set_main_option("sqlalchemy.url",
+                        dialects_registry.get(dialect).offline_url())
     cfg.output_buffer = statements
     script = repository.script
     before = list(script.get_revision(revision)._all_down_revisions)

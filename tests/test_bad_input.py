@@ -320,6 +320,15 @@ def _(ctx):
         "users_display_name"), "db", "migrate"]
 
 
+@case("throttle-query-fails", 1, "[migration] throttle_query failed: ",
+      per_engine=True)
+def _(ctx):
+    # The option is named once; no migration is marked failed for it.
+    assert helpers.run(["db", "expand"], ctx.conf()).code == 0
+    return ["--config-file", ctx.conf(
+        throttle_query="SELECT no_such_column FROM users"), "db", "migrate"]
+
+
 @case("config-misspelt-option", 1, "unknown option batch_sise in "
       "[migration] of ")
 def _(ctx):

@@ -34,12 +34,10 @@ from sqlalchemy import exc as sa_exc
 
 from manage import database, dialects, journal, version_table as vt
 from manage.datamigration.progress import BatchEvent, Observer
-from manage.datamigration.throttle import QueryCheck, Throttle, ThreadsRunning
-from manage.exceptions import PluginError
+from manage.datamigration.throttle import QueryCheck, Throttle
+from manage.exceptions import ConfigError, PluginError
 
 #: Driver error codes meaning "try the transaction again".
-TRANSIENT_MYSQL = (1205, 1213)  # lock wait timeout, deadlock
-TRANSIENT_PG = ("40001", "40P01", "55P03")
 
 
 #: Attempts of a batch that hit a deadlock or a lock wait timeout.
@@ -119,10 +117,9 @@ class Runner:
                  load_checks=(), throttle=None, clock=time.monotonic,
                  sleep=time.sleep, recount=None):
         s = settings
+        self.support = dialects.get(engine.dialect.name)
         if throttle is None:
-            checks = list(load_checks)
-            if s.throttle_threads_running:
-                checks.append(ThreadsRunning(s.throttle_threads_running))
+            checks = list(load_checks) + self.support.load_checks(s)
             if s.throttle_query:
                 checks.append(QueryCheck(s.throttle_query,
                                          s.throttle_query_max))
@@ -132,13 +129,15 @@ class Runner:
         self.settings = settings
         self.url = settings.connection
         self.observer = observer or Observer()
-        self.throttle = throttle.for_dialect(engine.dialect.name)
+        self.throttle = throttle
         self.clock = clock
         self.sleep = sleep
         self.recount = recount or (lambda plugin: True)
-        self.support = dialects.get(engine.dialect.name)
 
     def run(self, max_count=None):
+        with self.engine.connect() as conn:
+            for check in self.throttle.checks:
+                check.measure(conn)   # a broken throttle_query: say so now
         with self.engine.begin() as conn:
             vt.ensure(conn)
             recorded = vt.read(conn, vt.DATA)
@@ -191,6 +190,12 @@ class Runner:
                     raise _Stop("made no progress: a pass over the table "
                                 "moved no rows while %d are pending"
                                 % remaining)
+        except ConfigError:
+            # The configuration, not this migration (a failing
+            # throttle_query): stop the run, leave the record pending.
+            with self.engine.begin() as conn:
+                vt.upsert(conn, vt.DATA, plugin.name, state=vt.PENDING)
+            raise
         except _Stop as stop:
             state = vt.PENDING if stop.go_on else vt.FAILED
             remaining = self._count(plugin) if stop.go_on else None
@@ -291,7 +296,7 @@ class Runner:
                 with self.engine.begin() as conn:
                     return work(conn)
             except sa_exc.DBAPIError as exc:
-                if attempt == RETRIES or not _transient(exc):
+                if attempt == RETRIES or not self.support.is_transient(exc):
                     raise
                 self.sleep(0.05 * 2 ** attempt)
 
@@ -352,11 +357,4 @@ def _dump(cursor):
     return None if cursor is None else json.dumps(cursor)
 
 
-def _transient(exc):
-    orig = getattr(exc, "orig", None)
-    code = getattr(orig, "args", (None,))[:1]
-    if code and code[0] in TRANSIENT_MYSQL:
-        return True
-    if getattr(orig, "sqlstate", None) in TRANSIENT_PG:
-        return True
-    return "database is locked" in str(orig)
+

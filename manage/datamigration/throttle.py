@@ -1,16 +1,20 @@
 """Throttling: wait while the database is busy, so the application is not.
 
 A :class:`LoadCheck` measures one load signal and compares it with a
-threshold.  Built in: :class:`ThreadsRunning` (MySQL/MariaDB
-``Threads_running``, what pt-online-schema-change watches) and
-:class:`QueryCheck` (any SQL returning one number: replica lag, queue
-length, a flag table...).  Write your own by subclassing :class:`LoadCheck`
-and passing it to :meth:`manage.api.Manager.migrate`.
+threshold.  Built in: :class:`QueryCheck` (any SQL returning one number:
+replica lag, queue length, a flag table...), and each engine's own checks
+(:meth:`manage.dialects.base.DialectSupport.load_checks`: MySQL/MariaDB
+``Threads_running``, what pt-online-schema-change watches).  Write your own
+by subclassing :class:`LoadCheck` and passing it to
+:meth:`manage.api.Manager.migrate`.
 """
 
 import time
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from manage.exceptions import ConfigError
 
 
 class LoadCheck:
@@ -18,8 +22,6 @@ class LoadCheck:
 
     #: Shown to the operator: ``"<name> <value> > <threshold>"``.
     name = "load"
-    #: Dialect names it applies to (None: all).
-    dialects = None
 
     def __init__(self, threshold):
         self.threshold = threshold
@@ -36,18 +38,6 @@ class LoadCheck:
         return "%s %g > %g" % (self.name, value, self.threshold)
 
 
-class ThreadsRunning(LoadCheck):
-    """MySQL/MariaDB: threads executing a statement, not counting ours."""
-
-    name = "Threads_running"
-    dialects = ("mysql", "mariadb")
-
-    def measure(self, connection):
-        row = connection.exec_driver_sql(
-            "SHOW GLOBAL STATUS LIKE 'Threads_running'").first()
-        return None if row is None else int(row[1]) - 1
-
-
 class QueryCheck(LoadCheck):
     """Any SQL query whose first column of the first row is the signal."""
 
@@ -57,8 +47,19 @@ class QueryCheck(LoadCheck):
         self.name = name or "load query"
 
     def measure(self, connection):
-        value = connection.execute(sa.text(self.query)).scalar()
-        return None if value is None else float(value)
+        """Raises :class:`~manage.exceptions.ConfigError` naming the
+        option when the query fails or returns no number: it is the
+        configuration that is wrong, not a migration."""
+        try:
+            value = connection.execute(sa.text(self.query)).scalar()
+            return None if value is None else float(value)
+        except (sa_exc.SQLAlchemyError, TypeError, ValueError) as exc:
+            orig = getattr(exc, "orig", None) or exc
+            raise ConfigError(
+                "[migration] throttle_query failed: %s; fix the query or "
+                "unset it, then run `manage db migrate` again" % (
+                    str(orig).strip().splitlines()[0] if str(orig).strip()
+                    else type(orig).__name__)) from None
 
 
 class Throttle:
@@ -76,11 +77,6 @@ class Throttle:
         self.max_wait = max_wait
         self.sleep = sleep
         self.clock = clock
-
-    def for_dialect(self, dialect_name):
-        self.checks = [c for c in self.checks if c.dialects is None
-                       or dialect_name in c.dialects]
-        return self
 
     def wait(self, engine):
         """Wait until no check is over; return (seconds waited, reason of

@@ -15,6 +15,14 @@ REGISTRY = {
     "mariadb": "manage.dialects.mysql:MySQLSupport",
     "postgresql": "manage.dialects.postgresql:PostgreSQLSupport",
 }
+#: Other names SQLAlchemy gives a database of the same kind.
+ALIASES = {"mariadb": "mysql"}
+
+
+def names():
+    """The supported dialects, one name each (``["mysql", "postgresql",
+    "sqlite"]``): ``lint --dialect`` choices, lint's renderings."""
+    return sorted(n for n in REGISTRY if n not in ALIASES)
 
 _instances = {}
 

@@ -25,6 +25,42 @@ class DialectSupport(abc.ABC):
     retry_scope = "transaction"
 
     # -- engines and sessions ----------------------------------------------
+    #: The driver a bare URL of this dialect uses (``mysql://`` becomes
+    #: ``mysql+pymysql://``); None: SQLAlchemy's default.
+    default_driver = None
+
+    def offline_url(self):
+        """A URL for rendering SQL offline (lint, ``--sql``): only the
+        dialect matters, nothing connects."""
+        return "%s://" % (self.name if self.default_driver is None else
+                          "%s+%s" % (self.name, self.default_driver))
+
+    def normalize_url(self, url):
+        """The parsed URL completed with what manage needs (this default:
+        the default driver of a bare URL)."""
+        if "+" not in url.drivername and self.default_driver:
+            url = url.set(drivername="%s+%s" % (url.drivername,
+                                                self.default_driver))
+        return url
+
+    def is_transient(self, exc):
+        """Whether a failed statement (``sqlalchemy.exc.DBAPIError``) may
+        succeed when its transaction is retried: a deadlock, a lock wait
+        timeout, a serialization failure.  This default: no."""
+        return False
+
+    def load_checks(self, settings):
+        """The engine's own load checks for the backfill's throttle
+        (:class:`manage.datamigration.throttle.LoadCheck`), from the
+        settings.  This default: none."""
+        return []
+
+    def database_missing(self, url):
+        """Whether the database the URL names does not exist yet, where
+        that can be told without connecting (an SQLite file); reading the
+        version of a missing database must not create it."""
+        return False
+
     def check_url(self, url, text):
         """Refuse, with :class:`~manage.exceptions.ConfigError`, what can be
         told wrong in a connection URL without connecting; ``url`` is the

@@ -44,9 +44,48 @@ def run_lock_name(database):
     return "%s.%s" % (name[:40], digest)
 
 
+def _threads_running(threshold):
+    """A load check on Threads_running, not counting manage's own thread
+    (what pt-online-schema-change watches)."""
+    from manage.datamigration.throttle import LoadCheck
+
+    class ThreadsRunning(LoadCheck):
+        name = "Threads_running"
+
+        def measure(self, connection):
+            row = connection.exec_driver_sql(
+                "SHOW GLOBAL STATUS LIKE 'Threads_running'").first()
+            return None if row is None else int(row[1]) - 1
+    return ThreadsRunning(threshold)
+
+
+#: MySQL errors after which a retry may succeed: lock wait timeout, deadlock.
+TRANSIENT_ERRORS = (1205, 1213)
+
+
 class MySQLSupport(base.DialectSupport):
     name = "mysql"
     retry_scope = "statement"
+    default_driver = "pymysql"
+
+    def normalize_url(self, url):
+        """PyMySQL speaks utf8mb4 unless told otherwise (its default would
+        be latin1-sized utf8 on some servers)."""
+        url = super().normalize_url(url)
+        if url.drivername.startswith("mysql+pymysql") and \
+                "charset" not in url.query:
+            url = url.update_query_dict({"charset": "utf8mb4"})
+        return url
+
+    def is_transient(self, exc):
+        code = getattr(getattr(exc, "orig", None), "args", (None,))[:1]
+        return bool(code) and code[0] in TRANSIENT_ERRORS
+
+    def load_checks(self, settings):
+        """Threads_running above ``throttle_threads_running`` (0: off)."""
+        if not settings.throttle_threads_running:
+            return []
+        return [_threads_running(settings.throttle_threads_running)]
 
     @staticmethod
     def null_safe_equal(left, right, kind="text"):

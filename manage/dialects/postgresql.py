@@ -28,9 +28,19 @@ def _quote(name):
 LOCK_NOT_AVAILABLE = "55P03"
 
 
+#: SQLSTATEs after which a retry may succeed: serialization failure,
+#: deadlock, lock not available.
+TRANSIENT_SQLSTATES = ("40001", "40P01", "55P03")
+
+
 class PostgreSQLSupport(base.DialectSupport):
     name = "postgresql"
     retry_scope = "transaction"
+    default_driver = "psycopg"
+
+    def is_transient(self, exc):
+        return getattr(getattr(exc, "orig", None), "sqlstate",
+                       None) in TRANSIENT_SQLSTATES
 
     @staticmethod
     def null_safe_equal(left, right, kind="text"):

@@ -39,6 +39,14 @@ _URL_OPTIONS = {"timeout", "isolation_level", "detect_types",
 class SQLiteSupport(base.DialectSupport):
     name = "sqlite"
 
+    def is_transient(self, exc):
+        return "database is locked" in str(getattr(exc, "orig", exc))
+
+    def database_missing(self, url):
+        path = url.database
+        return bool(path) and path != ":memory:" and \
+            not path.startswith("file:") and not os.path.exists(path)
+
     def check_url(self, url, text):
         """The folder of the file must exist; a ``?`` in the path is
         refused: SQLAlchemy reads what follows it as driver options, so
