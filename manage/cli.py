@@ -422,7 +422,7 @@ def main(argv=None, stdout=None, stderr=None):
     command = _command_prefix(argv)
     out = RedactingStream(raw_out, secrets, command)
     err = RedactingStream(raw_err, secrets, command)
-    _setup_logging(err, debug)
+    restore_logging = _setup_logging(err, debug)
     manager = None
     try:
         repository = plugins = None
@@ -446,7 +446,12 @@ def main(argv=None, stdout=None, stderr=None):
         _error(err, "interrupted")
         return ExitCode.INTERRUPTED
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly
-        sys.stdout = open(os.devnull, "w")
+        if raw_out is sys.__stdout__:
+            # Python flushes stdout at exit: point its descriptor at
+            # /dev/null so that flush cannot fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.__stdout__.fileno())
+            os.close(devnull)
         return EXIT_ERROR
     except Exception as exc:
         if debug:
@@ -458,7 +463,7 @@ def main(argv=None, stdout=None, stderr=None):
     finally:
         if manager is not None:
             manager.close()
-        logging.getLogger().handlers[:] = []
+        restore_logging()
 
 
 def _version():
@@ -532,14 +537,34 @@ def _first_line(exc):
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+#: The loggers whose records the command line shows.
+_LOGGERS = ("manage", "alembic", "sqlalchemy", "stevedore")
+
+
 def _setup_logging(stream, debug):
+    """Show the records of manage's own loggers (and of the libraries it
+    drives) on ``stream``, without touching the root logger or any other
+    process-wide state: a service calling :func:`main` keeps its logging.
+    Returns a function that undoes it."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.WARNING)
-    logging.getLogger("alembic").setLevel(
-        logging.INFO if debug else logging.WARNING)
+    levels = {"manage": logging.DEBUG if debug else logging.WARNING,
+              "alembic": logging.INFO if debug else logging.WARNING,
+              "sqlalchemy": logging.WARNING, "stevedore": logging.WARNING}
+    saved = []
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level, logger.propagate))
+        logger.setLevel(levels[name])
+        logger.addHandler(handler)
+        logger.propagate = False
+
+    def restore():
+        for logger, level, propagate in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+    return restore
 
 
 if __name__ == "__main__":
