@@ -24,6 +24,7 @@ servers:
 ## TEST_WORKERS processes (pytest-xdist; each starts its own servers)
 TEST_WORKERS ?= 3
 test: $(STAMP) servers
+	$(BIN)/ruff check manage tests bench
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests
 
 ## fuzz: the property tests of column sync at length (HYPOTHESIS_PROFILE=fuzz:

@@ -86,7 +86,8 @@ class Run:
             self.output = f.read()
         if self.code:
             raise RuntimeError("%s failed (%d):\n%s" % (
-                " ".join(argv[:1] + argv[-3:]), self.code, self.output[-3000:]))
+                " ".join(argv[:1] + argv[-3:]), self.code,
+                self.output[-3000:]))
 
 
 class Bench:
@@ -216,7 +217,8 @@ class Bench:
         assert left == 0, "pt-online-schema-change left %d rows" % left
         return result
 
-    # -- 3. trigger write cost -------------------------------------------------
+    # -- 3. trigger write cost
+    # -------------------------------------------------
     def trigger_cost(self, url, rounds=3):
         """Inserts and updates with and without the sync triggers, on the
         expanded table of ``url`` (left without triggers)."""
@@ -252,7 +254,8 @@ class Bench:
                 1 - best["update", True] / best["update", False], 3),
         }
 
-    # -- 6. command overhead ---------------------------------------------------
+    # -- 6. command overhead
+    # ---------------------------------------------------
     def cli_overhead(self, url, conf, repeat=7):
         ini = os.path.join(self.release2.path, "migrations", "bench.ini")
         with open(os.path.join(self.release2.path, "migrations",

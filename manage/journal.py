@@ -103,7 +103,7 @@ class RevisionJournal:
             with self.connection.begin():
                 self._mark(self.current, vt.FAILED,
                            error=describe(exc, self.url))
-        except Exception:  # noqa: the connection may be gone; keep the
+        except Exception:  # the connection may be gone: keep the
             pass           # original error, the step stays "started"
 
     def _mark(self, revision, state, **info):

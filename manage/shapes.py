@@ -347,7 +347,8 @@ def _min(a, b):
     return min(known) if known else None
 
 
-# -- reflection ----------------------------------------------------------------
+# -- reflection
+# ----------------------------------------------------------------
 def _refuser(subject, support):
     outcome = support.refusal_outcome()
 
@@ -488,7 +489,8 @@ def _fraction(t):
     return None
 
 
-# -- expressions ---------------------------------------------------------------
+# -- expressions
+# ---------------------------------------------------------------
 def _dialect_text(expression, dialect):
     if isinstance(expression, dict):
         return expression.get(dialect, expression.get("default", ""))

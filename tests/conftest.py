@@ -1,9 +1,8 @@
-"""Fixtures: one throwaway server per engine per session, one database per test.
-
-``db_url`` is parametrized over the engines in MANAGE_TEST_ENGINES (default:
-all three).  SQLite needs nothing; MariaDB and PostgreSQL servers are started
-by the suite on 127.0.0.1.  A server that cannot start skips its tests with
-the reason, except under CI (CI=true), where that is a failure.
+"""Fixtures: one throwaway server per engine per session, one database per
+test.  ``db_url`` is parametrized over the engines in MANAGE_TEST_ENGINES
+(default: all three).  SQLite needs nothing; MariaDB and PostgreSQL servers
+are started by the suite on 127.0.0.1.  A server that cannot start skips its
+tests with the reason, except under CI (CI=true), where that is a failure.
 """
 
 import os

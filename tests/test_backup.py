@@ -101,7 +101,6 @@ def test_round_trip(db_url, tmp_path, spy_tools):
     helpers.query(db_url, "CREATE TABLE scratch (id INTEGER PRIMARY KEY)")
     assert state(db_url) != before
 
-    changed = state(db_url)
     r = helpers.run(["db", "restore", path], conf)
     assert r.code == 0, r.err
     safety = safety_path(r.out)

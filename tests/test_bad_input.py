@@ -374,17 +374,17 @@ def _(ctx):
 @case("repository-two-heads", 1, "the expand branch has 2 heads "
       "(r3_expand01, r3_expand02)")
 def _(ctx):
-    repo = ctx.repo(lambda p: helpers.edit_revision(p, "r3_expand02", 'down_revision = '
-                                    '"r3_expand01"', 'down_revision = '
-                                    '"r2_expand01"'))
+    repo = ctx.repo(lambda p: helpers.edit_revision(
+        p, "r3_expand02", 'down_revision = "r3_expand01"',
+        'down_revision = "r2_expand01"'))
     return ["--config-file", ctx.conf(repository=repo), "db", "expand"]
 
 
 @case("revision-syntax-error", 1, "r3_expand01_visibility.py does not parse:"
       " expected ':' (line 16)")
 def _(ctx):
-    repo = ctx.repo(lambda p: helpers.edit_revision(p, "r3_expand01", "def upgrade():",
-                                    "def upgrade()"))
+    repo = ctx.repo(lambda p: helpers.edit_revision(
+        p, "r3_expand01", "def upgrade():", "def upgrade()"))
     return ["--config-file", ctx.conf(repository=repo), "db", "check"]
 
 
@@ -649,9 +649,9 @@ def test_a_failing_pending_count_is_shown_not_raised(tmp_path):
                                 code)
     r = helpers.run_process(argv, env=env)
     assert r.code == 0, r.err
-    assert "  broken                       pending  0 rows done, ? remaining " \
-           "(counting its pending rows failed: KeyError: 'settings')\n" \
-        in r.out
+    assert ("  broken                       pending  0 rows done, ? "
+            "remaining (counting its pending rows failed: KeyError: "
+            "'settings')\n") in r.out
     r = helpers.run_process(argv[:-1] + ["check"], env=env)
     assert (r.code, r.err) == (4, "")
     r = helpers.run_process(argv[:-1] + ["migrate"], env=env)

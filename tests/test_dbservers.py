@@ -1,24 +1,40 @@
-"""The throwaway database servers of tests/dbservers.py, exercised against real MariaDB and PostgreSQL."""
+"""The throwaway database servers of tests/dbservers.py, exercised against real
+MariaDB and PostgreSQL.
+"""
+
 import os
 import socket
 
 import pytest
 import sqlalchemy as sa
 
-from tests.dbservers import MariaDBServer, PostgreSQLServer, ServerUnavailable, unique_db_name
+from tests.dbservers import (
+    MariaDBServer,
+    PostgreSQLServer,
+    ServerUnavailable,
+    unique_db_name,
+)
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")  # as tests/conftest.py
+IN_CI = os.environ.get("CI", "").lower() in (
+    "1",
+    "true",
+    "yes",
+)  # as tests/conftest.py
 
 TRIGGER_DDL = {
     "mariadb": [
-        "CREATE TABLE item (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, name_upper VARCHAR(50))",
-        "CREATE TRIGGER item_bi BEFORE INSERT ON item FOR EACH ROW SET NEW.name_upper = UPPER(NEW.name)",
+        "CREATE TABLE item (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, "
+        "name_upper VARCHAR(50))",
+        "CREATE TRIGGER item_bi BEFORE INSERT ON item FOR EACH ROW "
+        "SET NEW.name_upper = UPPER(NEW.name)",
     ],
     "postgresql": [
-        "CREATE TABLE item (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, name_upper VARCHAR(50))",
+        "CREATE TABLE item (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, "
+        "name_upper VARCHAR(50))",
         "CREATE FUNCTION item_upper() RETURNS trigger LANGUAGE plpgsql AS "
         "$$ BEGIN NEW.name_upper := upper(NEW.name); RETURN NEW; END $$",
-        "CREATE TRIGGER item_bi BEFORE INSERT ON item FOR EACH ROW EXECUTE FUNCTION item_upper()",
+        "CREATE TRIGGER item_bi BEFORE INSERT ON item FOR EACH ROW "
+        "EXECUTE FUNCTION item_upper()",
     ],
 }
 
@@ -50,8 +66,13 @@ def server(request):
 
 
 def test_app_user_table_trigger_roundtrip_in_two_databases(server):
-    urls = [server.create_database(unique_db_name("roundtrip")) for _ in range(2)]
-    assert all(url.startswith(("mysql+pymysql://app:", "postgresql+psycopg://app:")) for url in urls)
+    urls = [
+        server.create_database(unique_db_name("roundtrip")) for _ in range(2)
+    ]
+    assert all(
+        url.startswith(("mysql+pymysql://app:", "postgresql+psycopg://app:"))
+        for url in urls
+    )
     assert urls[0] != urls[1]
     for n, url in enumerate(urls):
         engine = sa.create_engine(url)
@@ -59,12 +80,19 @@ def test_app_user_table_trigger_roundtrip_in_two_databases(server):
             with engine.begin() as conn:
                 for ddl in TRIGGER_DDL[server.kind]:
                     conn.exec_driver_sql(ddl)
-                conn.execute(sa.text("INSERT INTO item (id, name) VALUES (:id, :name)"), {"id": n, "name": f"héllo 🙂 {n}"})
+                conn.execute(
+                    sa.text("INSERT INTO item (id, name) VALUES (:id, :name)"),
+                    {"id": n, "name": f"héllo 🙂 {n}"},
+                )
             with engine.connect() as conn:
-                rows = conn.execute(sa.text("SELECT id, name, name_upper FROM item")).all()
+                rows = conn.execute(
+                    sa.text("SELECT id, name, name_upper FROM item")
+                ).all()
         finally:
             engine.dispose()
-        assert rows == [(n, f"héllo 🙂 {n}", f"HÉLLO 🙂 {n}")]  # one row per database: they are separate
+        assert rows == [
+            (n, f"héllo 🙂 {n}", f"HÉLLO 🙂 {n}")
+        ]  # one row per database: they are separate
 
 
 def test_admin_execute_returns_rows_or_none_and_keeps_percent(server):
@@ -96,24 +124,37 @@ def test_passwords_are_checked_over_tcp(server):
 
 
 def test_mariadb_has_binlog_and_app_lacks_super(mariadb):
-    assert mariadb.admin_execute("SELECT @@log_bin, @@log_bin_trust_function_creators, @@character_set_server") == [
-        (1, 1, "utf8mb4")
-    ]
-    engine = sa.create_engine(mariadb.create_database(unique_db_name("nosuper")))
+    assert mariadb.admin_execute(
+        "SELECT @@log_bin, @@log_bin_trust_function_creators, "
+        "@@character_set_server"
+    ) == [(1, 1, "utf8mb4")]
+    engine = sa.create_engine(
+        mariadb.create_database(unique_db_name("nosuper"))
+    )
     try:
         with engine.connect() as conn:
-            grants = " ".join(r[0] for r in conn.exec_driver_sql("SHOW GRANTS").all())
+            grants = " ".join(
+                r[0] for r in conn.exec_driver_sql("SHOW GRANTS").all()
+            )
             assert "SUPER" not in grants and "PROCESS" in grants
-            conn.exec_driver_sql("SHOW ENGINE INNODB STATUS").all()  # PROCESS is enough for status
-            with pytest.raises(sa.exc.OperationalError, match="1227"):  # access denied; you need SUPER
-                conn.exec_driver_sql("SET GLOBAL log_bin_trust_function_creators = 1")
+            conn.exec_driver_sql(
+                "SHOW ENGINE INNODB STATUS"
+            ).all()  # PROCESS is enough for status
+            with pytest.raises(
+                sa.exc.OperationalError, match="1227"
+            ):  # access denied; you need SUPER
+                conn.exec_driver_sql(
+                    "SET GLOBAL log_bin_trust_function_creators = 1"
+                )
     finally:
         engine.dispose()
 
 
 def test_mariadb_app_user_only_reaches_its_databases(mariadb):
     other = unique_db_name("other")
-    mariadb.admin_execute(f"CREATE DATABASE {other}")  # made by root, not granted to app
+    mariadb.admin_execute(
+        f"CREATE DATABASE {other}"
+    )  # made by root, not granted to app
     engine = sa.create_engine(mariadb.app_url(other))
     try:
         with pytest.raises(sa.exc.OperationalError, match="1044"):
@@ -130,22 +171,33 @@ def test_mariadb_client_tools_are_reported(mariadb):
 
 
 def test_postgresql_app_user_is_not_superuser(postgresql):
-    engine = sa.create_engine(postgresql.create_database(unique_db_name("nosuper")))
+    engine = sa.create_engine(
+        postgresql.create_database(unique_db_name("nosuper"))
+    )
     try:
         with engine.connect() as conn:
             assert conn.exec_driver_sql(
-                "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user"
+                "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
+                "WHERE rolname = current_user"
             ).one() == (False, False, False)
-            assert conn.exec_driver_sql(
-                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
-            ).scalar() == "app"
-            with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+            assert (
+                conn.exec_driver_sql(
+                    "SELECT pg_get_userbyid(datdba) FROM pg_database "
+                    "WHERE datname = current_database()"
+                ).scalar()
+                == "app"
+            )
+            with pytest.raises(
+                sa.exc.ProgrammingError, match="permission denied"
+            ):
                 conn.exec_driver_sql("SELECT pg_read_file('postgresql.conf')")
     finally:
         engine.dispose()
 
 
-@pytest.mark.parametrize("cls", [MariaDBServer, PostgreSQLServer], ids=["mariadb", "postgresql"])
+@pytest.mark.parametrize(
+    "cls", [MariaDBServer, PostgreSQLServer], ids=["mariadb", "postgresql"]
+)
 def test_stop_ends_the_process_and_closes_the_port(cls):
     with start_or_skip(cls()) as srv:
         pid, port, tmpdir = srv.pid, srv.port, srv.tmpdir

@@ -77,7 +77,8 @@ def test_the_advised_grant_runs_when_pasted(db_url, tmp_path, untrusted):
     conf = helpers.write_config(tmp_path, db_url)
     r = helpers.run(["db", "expand"], conf)
     assert r.code == 1
-    grant = re.search(r"Fix one of: (GRANT SUPER ON \*\.\* TO '[^']+'@'[^']+');",
+    grant = re.search(
+        r"Fix one of: (GRANT SUPER ON \*\.\* TO '[^']+'@'[^']+');",
                       r.err)
     assert grant, r.err
     untrusted.admin_execute(grant.group(1))

@@ -519,7 +519,8 @@ def test_mariadb_system_versioned(mysql_repo):
                                    "ORDER BY id") == [(1, 6, 6), (2, 7, 7)]
 
 
-# -- copies --------------------------------------------------------------------
+# -- copies
+# --------------------------------------------------------------------
 @pytest.fixture
 def people(tmp_path, db_url):
     repo = Repo(tmp_path, db_url, [

@@ -896,10 +896,10 @@ class Release3App:
         if contracted:
             return
         # Release 2 code still reads its own columns.
-        for uid, settings, address in self.rows(
+        for uid, text, address in self.rows(
                 "SELECT id, settings, address FROM users WHERE id < 100"):
             user = m.users[uid]
-            doc = json.loads(settings) if settings is not None else {}
+            doc = json.loads(text) if text is not None else {}
             assert (doc.get("theme"), doc.get("language"), doc.get("tz")) \
                 == (user["theme"], user["language"], user["tz"]), uid
             assert address == user["address"], uid

@@ -71,7 +71,8 @@ def release_3_with(db_url, app, **row):
     return new
 
 
-# -- input 1: a partial write to a multi-column sync ---------------------------
+# -- input 1: a partial write to a multi-column sync
+# ---------------------------
 def test_partial_write_keeps_the_columns_it_did_not_touch(db_url, app):
     new = release_3_with(db_url, app,
                          settings='{"theme": "dark", "language": "fr"}')
@@ -101,7 +102,8 @@ def test_partial_write_keeps_other_keys_of_the_document(db_url, app):
     assert app.one("SELECT theme, language FROM users") == ("dark", "it")
 
 
-# -- input 2: case-, accent- and space-only changes ----------------------------
+# -- input 2: case-, accent- and space-only changes
+# ----------------------------
 CASE_INSENSITIVE = {
     "sqlite": "TEXT COLLATE NOCASE",
     "mysql": "VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci",
@@ -147,7 +149,8 @@ def test_case_and_accent_only_changes_are_carried(db_url, engine_name, app,
                  "WHERE id = 2", a=old_value, b=old_write)
 
 
-# -- input 7: NULL is not agreement with false ---------------------------------
+# -- input 7: NULL is not agreement with false
+# ---------------------------------
 def test_null_to_false_reaches_the_new_side(db_url, app):
     helpers.deploy(db_url, 2).sync()
     app.write("INSERT INTO users (id, display_name, email, email_domain) "
@@ -168,7 +171,8 @@ def test_null_to_false_reaches_the_new_side(db_url, app):
     assert app.one("SELECT visibility FROM projects") == ("public",)
 
 
-# -- input 12: a column moved into another table, both ways ---------------------
+# -- input 12: a column moved into another table, both ways
+# ---------------------
 def test_new_code_writes_the_new_table_only(db_url, app):
     new = release_3_with(db_url, app, address="1 Main St")
     app.write("INSERT INTO users (id, display_name, email, email_domain) "
@@ -225,7 +229,8 @@ def test_copy_of_a_table_with_a_text_key(db_url, app):
         [("a", "x"), ("b", "y")]
 
 
-# -- server defaults -----------------------------------------------------------
+# -- server defaults
+# -----------------------------------------------------------
 def test_a_side_holding_only_its_default_yields(db_url, app):
     ddl(db_url, "CREATE TABLE items (id INTEGER PRIMARY KEY, "
                 "label VARCHAR(32) DEFAULT 'none', "
@@ -243,7 +248,8 @@ def test_a_side_holding_only_its_default_yields(db_url, app):
                  "(4, 'a', 'b')")
 
 
-# -- conflict rules ------------------------------------------------------------
+# -- conflict rules
+# ------------------------------------------------------------
 def test_rule_both_sides_rejects_agreeing_double_writes(db_url, app):
     ddl(db_url, "CREATE TABLE t1 (id INTEGER PRIMARY KEY, a VARCHAR(9) NULL, "
                 "b VARCHAR(9) NULL)")
@@ -273,7 +279,8 @@ def test_unknown_rule_is_refused():
         declare_sync("t", "a", "b", reject="never")
 
 
-# -- table shapes --------------------------------------------------------------
+# -- table shapes
+# --------------------------------------------------------------
 def test_composite_and_text_keys(db_url, app):
     ddl(db_url, "CREATE TABLE members (org VARCHAR(16) NOT NULL, "
                 "uid INTEGER NOT NULL, nick VARCHAR(32) NULL, "
@@ -338,7 +345,8 @@ def test_a_table_with_triggers_of_its_own(db_url, engine_name, app):
         assert audit == [(1, "final")]
 
 
-# -- input 6, the trigger half: a value the expression cannot convert ----------
+# -- input 6, the trigger half: a value the expression cannot convert
+# ----------
 def test_malformed_json_written_after_expand_is_refused(db_url, app):
     release_3_with(db_url, app, settings='{"theme": "dark"}')
     with pytest.raises(sa.exc.DBAPIError):
@@ -350,7 +358,8 @@ def test_malformed_json_written_after_expand_is_refused(db_url, app):
         [(1, '{"theme": "dark"}', None)]
 
 
-# -- column types: enums and JSON documents ------------------------------------
+# -- column types: enums and JSON documents
+# ------------------------------------
 ENUM_TABLE = {
     "sqlite": ["CREATE TABLE tasks (id INTEGER PRIMARY KEY, "
                "state TEXT CHECK (state IN ('open', 'done')), "

@@ -2,7 +2,8 @@
 
 Plugins subclass :class:`DataMigration` (or, to walk a table by key with a
 resumable cursor, :class:`KeysetMigration`, :class:`Backfill`,
-:class:`SyncBackfill` or :class:`CopyBackfill`) and are registered as entry points in the
+:class:`SyncBackfill` or :class:`CopyBackfill`) and are registered as entry
+points in the
 ``manage.data_migrations`` namespace.
 """
 

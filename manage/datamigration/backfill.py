@@ -43,7 +43,7 @@ import base64
 import datetime
 import decimal
 import uuid
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import sqlalchemy as sa
 

@@ -147,9 +147,10 @@ class SQLiteSupport(base.DialectSupport):
         old_defaults = t.only_defaults(sync.old, new)
         new_defaults = t.only_defaults(sync.new, new)
         # On insert, a side holding only its server defaults yields.
-        take_new = "FALSE" if old_defaults is None else             "%s AND (%s)" % (disagree, old_defaults)
-        take_old = "FALSE" if new_defaults is None else             "%s AND (%s) AND NOT (%s)" % (disagree, new_defaults,
-                                         take_new)
+        take_new = "FALSE" if old_defaults is None else \
+            "%s AND (%s)" % (disagree, old_defaults)
+        take_old = "FALSE" if new_defaults is None else \
+            "%s AND (%s) AND NOT (%s)" % (disagree, new_defaults, take_new)
         insert = []
         if t.rejects("both_sides"):
             insert.append(abort(t.conflict_message, "%s AND NOT (%s) AND "
