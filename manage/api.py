@@ -450,9 +450,8 @@ class Manager:
                     raise PluginError(
                         "contract refused: data migration %s could not count "
                         "its pending rows: %s; nothing was changed" % (
-                            plugin.name, database.redact_text("%s: %s" % (
-                                type(exc).__name__, exc),
-                                self.settings.connection))) from None
+                            plugin.name, database.describe_exception(
+                                exc, self.settings.connection))) from None
                 if remaining:
                     left.append((plugin.name, remaining))
         if left:
@@ -724,13 +723,11 @@ class Manager:
         failure instead of failing themselves."""
         try:
             return count_pending(plugin, conn), None
-        except sa_exc.SQLAlchemyError as exc:
-            conn.rollback()  # PostgreSQL: the failed query aborted it
-            return None, database.describe_dbapi_error(
-                exc, self.settings.connection)
         except Exception as exc:  # a plugin's bug must not break version
-            return None, database.redact_text("%s: %s" % (
-                type(exc).__name__, exc), self.settings.connection)
+            if isinstance(exc, sa_exc.SQLAlchemyError):
+                conn.rollback()  # PostgreSQL: the failed query aborted it
+            return None, database.describe_exception(
+                exc, self.settings.connection)
 
     # -- connections -------------------------------------------------------
     @property

@@ -90,6 +90,17 @@ def describe_dbapi_error(exc, connection):
     return redact_text(text, connection)
 
 
+def describe_exception(exc, connection):
+    """One readable line for any failure, without the password: a driver
+    error's first line (no SQL, no links), a ManageError's message, or
+    ``Type: message`` for anything else (a plugin's own bug)."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        return describe_dbapi_error(exc, connection)
+    if isinstance(exc, ManageError):
+        return redact_text(str(exc), connection)
+    return redact_text("%s: %s" % (type(exc).__name__, exc), connection)
+
+
 @contextlib.contextmanager
 def translate_errors(connection, doing):
     """Turn driver errors raised inside the block into DatabaseError."""

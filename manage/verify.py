@@ -265,6 +265,10 @@ def count_disagreeing(connection, support, target: Target,
                                                  target.declaration)
         rows = int(connection.execute(sa.text(
             "SELECT count(*) FROM (%s) manage_d" % sql)).scalar() or 0)
+        unreadable = support.value_warnings(connection, reading=True)
+        if unreadable:  # a NULL that stands for "could not read"
+            return Count(None, [], "the database could not read a value "
+                         "(%s)" % "; ".join(unreadable))
         keys = []
         if rows and key_columns:
             order = ", ".join(key_columns)

@@ -267,13 +267,18 @@ class KeysetMigration(DataMigration):
                 ", ".join(key), table, condition,
                 self._order(connection, descending), int(offset))),
             params).first()
+        self.check_warnings(connection, "reading %s" % self.table,
+                            reading=True)
         return None if row is None else tuple(row)
 
     def _count(self, connection, condition, params):
         table, _ = self._names(connection)
-        return int(connection.execute(sa.text(
+        count = int(connection.execute(sa.text(
             "SELECT count(*) FROM %s WHERE %s" % (table, condition)),
             params).scalar() or 0)
+        self.check_warnings(connection, "counting the rows of %s"
+                            % self.table, reading=True)
+        return count
 
     # -- the cursor ----------------------------------------------------------
     def _dump(self, connection, after, until):
@@ -347,11 +352,16 @@ class KeysetMigration(DataMigration):
         return Batch(moved, scanned, self._dump(connection, upper, until),
                      scanned < limit or upper == until)
 
-    def check_warnings(self, connection, what):
+    def check_warnings(self, connection, what, reading=False):
         """Fail the batch if the statement just run left warnings (values
-        an expression could not convert; see DialectSupport)."""
+        an expression could not convert; see DialectSupport).  For a query
+        (``reading``), an unreadable value must not pass for NULL: a row
+        whose old side cannot be read is neither done nor skipped.
+
+        Raises :class:`~manage.exceptions.DataConversionError`."""
         get_dialect(connection.dialect.name).raise_for_warnings(
-            connection, "data migration %s, %s" % (self.name, what))
+            connection, "data migration %s, %s" % (self.name, what),
+            reading=reading)
 
 
 class Backfill(KeysetMigration):

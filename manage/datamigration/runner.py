@@ -332,10 +332,7 @@ class Runner:
         return outcome
 
     def _describe(self, exc):
-        if isinstance(exc, sa_exc.DBAPIError):
-            return database.describe_dbapi_error(exc, self.url)
-        return database.redact_text("%s: %s" % (type(exc).__name__, exc),
-                                    self.url)
+        return database.describe_exception(exc, self.url)
 
 
 def count_pending(plugin, connection):

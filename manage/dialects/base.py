@@ -9,8 +9,9 @@ import abc
 import contextlib
 import re
 import time
+from typing import List
 
-from manage.exceptions import LockHeldError
+from manage.exceptions import DataConversionError, LockHeldError
 from manage.exceptions import UnsupportedDialectError
 
 
@@ -147,11 +148,29 @@ class DialectSupport(abc.ABC):
         producing NULL or partial values (MySQL's strict mode); called on
         the connections that create triggers and run backfills."""
 
-    def raise_for_warnings(self, connection, doing):
+    def value_warnings(self, connection, reading=False) -> List[str]:
+        """The warnings (``"CODE message"``, at most three) of the statement
+        just run on ``connection`` about values an expression could not
+        convert; ``reading``: the statement was a query (a count, a walk,
+        a verification), whose unreadable values must not pass for NULL.
+        Empty where the engine raises errors itself."""
+        return []
+
+    def raise_for_warnings(self, connection, doing, reading=False):
         """Raise DataConversionError if the statement just run on
-        ``connection`` left warnings (a value an expression could not
-        convert); ``doing`` says what ran.  A no-op where the engine raises
-        errors itself."""
+        ``connection`` left :meth:`value_warnings`; ``doing`` says what
+        ran."""
+        warnings = self.value_warnings(connection, reading)
+        if not warnings:
+            return
+        if reading:
+            raise DataConversionError(
+                "%s: the database could not read a value (%s), so the rows "
+                "cannot be judged; correct the value in place"
+                % (doing, "; ".join(warnings)))
+        raise DataConversionError(
+            "%s: the database could not convert a value (%s); nothing "
+            "was changed by that statement" % (doing, "; ".join(warnings)))
 
     @abc.abstractmethod
     def drop_sync_sql(self, table, name):

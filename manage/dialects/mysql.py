@@ -20,7 +20,7 @@ import os
 from manage import backup
 from manage import column_sync
 from manage.dialects import base, triggers
-from manage.exceptions import DataConversionError, PrivilegeError
+from manage.exceptions import PrivilegeError
 
 ER_LOCK_WAIT_TIMEOUT = 1205
 ER_BINLOG_UNSAFE_ROUTINE = 1419
@@ -123,13 +123,14 @@ class MySQLSupport(base.DialectSupport):
             "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@sql_mode, ''), "
             "'STRICT_ALL_TABLES', 'ERROR_FOR_DIVISION_BY_ZERO')")
 
-    def raise_for_warnings(self, connection, doing):
-        warnings = connection.exec_driver_sql("SHOW WARNINGS LIMIT 3").all()
-        if warnings:
-            raise DataConversionError(
-                "%s: the database could not convert a value (%s); nothing "
-                "was changed by that statement" % (doing, "; ".join(
-                    "%s %s" % (row[1], row[2]) for row in warnings)))
+    def value_warnings(self, connection, reading=False):
+        # A read is not strict: an expression that cannot convert a value
+        # (malformed JSON, a bad number) yields NULL with a warning, and a
+        # NULL can look like agreement with an empty column.  Notes (level
+        # "Note") are not about values and do not count for reads.
+        return ["%s %s" % (row[1], row[2]) for row in connection.
+                exec_driver_sql("SHOW WARNINGS LIMIT 20").all()
+                if not (reading and str(row[0]).lower() == "note")][:3]
 
     def is_privilege_error(self, exc):
         return base.driver_errno(exc) == ER_BINLOG_UNSAFE_ROUTINE
